@@ -1,0 +1,128 @@
+#include "common/file_system.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "common/fault_injection_fs.h"
+#include "tests/support/temp_dir.h"
+
+namespace tx {
+namespace {
+
+TEST(PosixFileSystem, AppendSyncReadBack) {
+  testing::TempDir dir;
+  FileSystem* fs = FileSystem::Default();
+  std::string path = JoinPath(dir.path(), "f");
+  auto file = fs->NewWritableFile(path);
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  ASSERT_TRUE((*file)->Append("hello ").ok());
+  ASSERT_TRUE((*file)->Append("world").ok());
+  ASSERT_TRUE((*file)->Sync().ok());
+  EXPECT_EQ(11u, (*file)->Size());
+  auto contents = ReadFileToString(fs, path);
+  ASSERT_TRUE(contents.ok());
+  EXPECT_EQ("hello world", *contents);
+}
+
+TEST(PosixFileSystem, TruncateThenAppendContinuesAtNewEnd) {
+  testing::TempDir dir;
+  FileSystem* fs = FileSystem::Default();
+  std::string path = JoinPath(dir.path(), "f");
+  auto file = fs->NewWritableFile(path);
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->Append("abcdef").ok());
+  ASSERT_TRUE((*file)->Truncate(2).ok());
+  ASSERT_TRUE((*file)->Append("XY").ok());
+  EXPECT_EQ("abXY", *ReadFileToString(fs, path));
+}
+
+TEST(PosixFileSystem, MissingFileIsNotFound) {
+  testing::TempDir dir;
+  auto r = FileSystem::Default()->NewRandomAccessFile(JoinPath(dir.path(), "nope"));
+  EXPECT_TRUE(r.status().IsNotFound()) << r.status().ToString();
+}
+
+TEST(PosixFileSystem, SecondLockOnSameFileIsUnavailable) {
+  testing::TempDir dir;
+  FileSystem* fs = FileSystem::Default();
+  std::string path = JoinPath(dir.path(), "LOCK");
+  auto first = fs->LockFile(path);
+  ASSERT_TRUE(first.ok());
+  auto second = fs->LockFile(path);
+  EXPECT_TRUE(second.status().IsUnavailable()) << second.status().ToString();
+  first->reset();
+  EXPECT_TRUE(fs->LockFile(path).ok());
+}
+
+TEST(PosixFileSystem, WriteFileAtomicallyReplacesContents) {
+  testing::TempDir dir;
+  FileSystem* fs = FileSystem::Default();
+  std::string path = JoinPath(dir.path(), "state");
+  ASSERT_TRUE(WriteFileAtomically(fs, path, "one").ok());
+  ASSERT_TRUE(WriteFileAtomically(fs, path, "two").ok());
+  EXPECT_EQ("two", *ReadFileToString(fs, path));
+  EXPECT_FALSE(fs->FileExists(path + ".tmp"));
+}
+
+TEST(FaultInjectionFileSystem, SpaceLimitWritesPrefixThenNoSpace) {
+  testing::TempDir dir;
+  FaultInjectionFileSystem fs;
+  std::string path = JoinPath(dir.path(), "f");
+  auto file = fs.NewWritableFile(path);
+  ASSERT_TRUE(file.ok());
+  fs.SetSpaceLimit(4);
+  Status s = (*file)->Append("abcdefgh");
+  EXPECT_TRUE(s.IsNoSpace()) << s.ToString();
+  EXPECT_EQ(4u, (*file)->Size());
+  EXPECT_EQ("abcd", *ReadFileToString(&fs, path));
+}
+
+TEST(FaultInjectionFileSystem, DropUnsyncedDataCutsToLastSync) {
+  testing::TempDir dir;
+  FaultInjectionFileSystem fs;
+  std::string path = JoinPath(dir.path(), "f");
+  auto file = fs.NewWritableFile(path);
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE(fs.SyncDir(dir.path()).ok());
+  ASSERT_TRUE((*file)->Append("durable").ok());
+  ASSERT_TRUE((*file)->Sync().ok());
+  ASSERT_TRUE((*file)->Append("-lost").ok());
+  ASSERT_TRUE(fs.DropUnsyncedData().ok());
+  EXPECT_EQ("durable", *ReadFileToString(&fs, path));
+}
+
+TEST(FaultInjectionFileSystem, DropUnsyncedDataRemovesFilesWhoseCreationWasNotSynced) {
+  testing::TempDir dir;
+  FaultInjectionFileSystem fs;
+  std::string path = JoinPath(dir.path(), "new");
+  auto file = fs.NewWritableFile(path);
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->Append("x").ok());
+  ASSERT_TRUE((*file)->Sync().ok());  // data synced, but the directory entry is not
+  ASSERT_TRUE(fs.DropUnsyncedData().ok());
+  EXPECT_FALSE(fs.FileExists(path));
+}
+
+TEST(FaultInjectionFileSystem, InjectedSyncFailureIsReturned) {
+  testing::TempDir dir;
+  FaultInjectionFileSystem fs;
+  auto file = fs.NewWritableFile(JoinPath(dir.path(), "f"));
+  ASSERT_TRUE(file.ok());
+  fs.FailOperation(FaultInjectionFileSystem::Op::kSync, Status::IOError("injected EIO"));
+  EXPECT_TRUE((*file)->Sync().IsIOError());
+  fs.ClearFailure(FaultInjectionFileSystem::Op::kSync);
+  EXPECT_TRUE((*file)->Sync().ok());
+}
+
+TEST(Paths, JoinAndDirName) {
+  EXPECT_EQ("a/b", JoinPath("a", "b"));
+  EXPECT_EQ("a/b", JoinPath("a/", "b"));
+  EXPECT_EQ("a", DirName("a/b"));
+  EXPECT_EQ(".", DirName("b"));
+  EXPECT_EQ("/", DirName("/b"));
+}
+
+}  // namespace
+}  // namespace tx
