@@ -22,6 +22,7 @@ class FaultInjectionWritableFile final : public WritableFile {
   }
 
   Status Sync() override {
+    fs_->RunSyncHook();
     TX_RETURN_IF_ERROR(fs_->InjectedFailure(FaultInjectionFileSystem::Op::kSync));
     TX_RETURN_IF_ERROR(base_->Sync());
     fs_->OnSynced(path_, base_->Size());
@@ -46,6 +47,20 @@ class FaultInjectionWritableFile final : public WritableFile {
 void FaultInjectionFileSystem::SetSpaceLimit(uint64_t bytes) {
   std::lock_guard lock(mu_);
   space_left_ = bytes;
+}
+
+void FaultInjectionFileSystem::SetSyncHook(std::function<void()> hook) {
+  std::lock_guard lock(mu_);
+  sync_hook_ = std::move(hook);
+}
+
+void FaultInjectionFileSystem::RunSyncHook() {
+  std::function<void()> hook;
+  {
+    std::lock_guard lock(mu_);
+    hook = sync_hook_;
+  }
+  if (hook) hook();
 }
 
 void FaultInjectionFileSystem::ClearSpaceLimit() {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -35,6 +36,10 @@ class FaultInjectionFileSystem final : public FileSystem {
   // Every later operation of kind `op` fails with `status` until ClearFailure(op).
   void FailOperation(Op op, Status status);
   void ClearFailure(Op op);
+
+  // Runs `hook` at the start of every WritableFile::Sync (outside any lock of this class), e.g.
+  // to hold a sync back while a test checks that nothing was reported durable yet.
+  void SetSyncHook(std::function<void()> hook);
 
   // Simulates a power loss: unsynced appends vanish and unsynced new files disappear.
   // Open handles must not be used afterwards.
@@ -60,6 +65,7 @@ class FaultInjectionFileSystem final : public FileSystem {
  private:
   friend class FaultInjectionWritableFile;
 
+  void RunSyncHook();
   // Returns the injected failure for op, or OK.
   Status InjectedFailure(Op op) const;
   // How many of `wanted` bytes the space limit lets through.
@@ -70,6 +76,7 @@ class FaultInjectionFileSystem final : public FileSystem {
   FileSystem* const base_;
 
   mutable std::mutex mu_;
+  std::function<void()> sync_hook_;              // guarded by mu_
   std::optional<uint64_t> space_left_;           // guarded by mu_
   std::map<Op, Status> failures_;                // guarded by mu_
   std::map<std::string, uint64_t> synced_size_;  // guarded by mu_; files written through us

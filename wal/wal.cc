@@ -1,0 +1,653 @@
+#include "wal/wal.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "wal/log_format.h"
+#include "wal/segment_scan.h"
+
+namespace tx::wal {
+namespace {
+
+constexpr std::string_view kLockFileName = "LOCK";
+constexpr std::string_view kTempSuffix = ".tmp";
+// A segment must hold its header and at least one small record.
+constexpr uint64_t kMinSegmentBytes = 4096;
+
+}  // namespace
+
+class Wal::Impl {
+ public:
+  Impl(std::string dir, const Options& options)
+      : dir_(std::move(dir)), options_(options), fs_(options.fs) {}
+
+  ~Impl() { Close(); }
+
+  Status Recover();
+  void StartCallbackThread() {
+    callback_thread_ = std::thread([this] { CallbackLoop(); });
+  }
+
+  StatusOr<uint64_t> Append(std::span<const RecordView> records);
+  Status WaitDurable(uint64_t index);
+  Status Sync();
+  void OnDurable(uint64_t index, std::function<void(Status)> done);
+  StatusOr<std::vector<Record>> Read(uint64_t lo, uint64_t hi, uint64_t max_bytes) const;
+  Status TruncateSuffix(uint64_t from);
+  Status DropPrefix(uint64_t before);
+
+  uint64_t first_index() const {
+    std::lock_guard lock(mu_);
+    return first_index_;
+  }
+  uint64_t last_index() const {
+    std::lock_guard lock(mu_);
+    return LastIndexLocked();
+  }
+  uint64_t durable_index() const {
+    std::lock_guard lock(mu_);
+    return durable_index_;
+  }
+  size_t segment_count() const {
+    std::lock_guard lock(mu_);
+    return segments_.size();
+  }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  struct Segment {
+    uint64_t first_index = 0;
+    std::string path;
+    std::vector<uint64_t> record_offsets;  // offset of record first_index + i
+    uint64_t size_bytes = 0;               // bytes of valid header and records
+    // Opened by the first Read; cached (under mu_) even though Read is const.
+    mutable std::shared_ptr<RandomAccessFile> reader;
+
+    uint64_t next_index() const { return first_index + record_offsets.size(); }
+    uint64_t RecordEnd(size_t i) const {
+      return i + 1 < record_offsets.size() ? record_offsets[i + 1] : size_bytes;
+    }
+  };
+
+  uint64_t LastIndexLocked() const { return segments_.back().next_index() - 1; }
+  std::string SegmentPath(uint64_t first_index) const {
+    return JoinPath(dir_, SegmentFileName(first_index));
+  }
+
+  // Creates a segment file durably (written under a temporary name, synced, renamed, directory
+  // synced), opens it for appending and makes it the active segment.
+  Status AddSegmentLocked(uint64_t first_index);
+  // Syncs the active segment and starts a new one at the next index.
+  Status RotateLocked();
+  // Writes encoded frames to the active segment and records their offsets.
+  Status WriteFramesLocked(const std::string& frames, const std::vector<uint64_t>& offsets);
+  // Undoes the records [batch_first, ...) of a failed append, plus any partial frame.
+  void RollBackLocked(uint64_t batch_first);
+  Status TruncateSuffixLocked(uint64_t from);
+  // Runs one fdatasync of the active segment as the group-commit leader. Releases mu_ during
+  // the fdatasync. Requires !sync_running_.
+  Status SyncRoundLocked(std::unique_lock<std::mutex>& lock);
+  // Waits until no sync round runs, so that the caller may change files exclusively.
+  void WaitForSyncRoundLocked(std::unique_lock<std::mutex>& lock);
+  Status FailLocked(Status cause);
+  // Removes callbacks whose record is gone or whose fate is known; caller runs them unlocked.
+  std::vector<std::pair<std::function<void(Status)>, Status>> TakeSettledCallbacksLocked();
+  void CallbackLoop();
+  void Close();
+
+  // Constant after construction.
+  const std::string dir_;
+  const Options options_;
+  FileSystem* const fs_;
+  std::unique_ptr<FileLock> dir_lock_;
+  std::thread callback_thread_;
+
+  mutable std::mutex mu_;
+  std::condition_variable sync_done_cv_;  // a sync round or exclusive file change ended
+  std::condition_variable callback_cv_;   // there may be callbacks to run or syncs to start
+  std::deque<Segment> segments_;          // guarded by mu_; never empty once recovered
+  // guarded by mu_; segments_.back(), open to append. Shared so that a sync round can finish on
+  // a file that an append has meanwhile rotated out.
+  std::shared_ptr<WritableFile> active_;
+  uint64_t first_index_ = 0;       // guarded by mu_
+  uint64_t durable_index_ = 0;     // guarded by mu_
+  bool sync_running_ = false;      // guarded by mu_
+  Status failed_;                  // guarded by mu_; sticky once an fdatasync failed
+  uint64_t truncation_count_ = 0;  // guarded by mu_; lets Read detect a concurrent cut
+  std::multimap<uint64_t, std::function<void(Status)>> callbacks_;  // guarded by mu_
+  bool closing_ = false;                                            // guarded by mu_
+  bool closed_ = false;                                             // guarded by mu_
+};
+
+Status Wal::Impl::Recover() {
+  if (options_.segment_bytes < kMinSegmentBytes) {
+    return Status::InvalidArgument(fmt::format("segment_bytes {} is below the minimum {}",
+                                               options_.segment_bytes, kMinSegmentBytes));
+  }
+  if (options_.max_record_bytes > kMaxRecordBytes) {
+    return Status::InvalidArgument(fmt::format("max_record_bytes {} exceeds the limit of {}",
+                                               options_.max_record_bytes, kMaxRecordBytes));
+  }
+  if (options_.initial_index == 0) return Status::InvalidArgument("initial_index must be >= 1");
+
+  TX_RETURN_IF_ERROR(
+      fs_->CreateDirIfMissing(dir_).Annotate("cannot create write-ahead log directory"));
+  TX_ASSIGN_OR_RETURN(dir_lock_, fs_->LockFile(JoinPath(dir_, kLockFileName)));
+  TX_ASSIGN_OR_RETURN(std::vector<std::string> names, fs_->ListDir(dir_));
+
+  std::vector<uint64_t> firsts;
+  bool removed_temp = false;
+  for (const std::string& name : names) {
+    if (name.ends_with(kTempSuffix)) {
+      // A segment whose creation did not finish: it never held records.
+      TX_RETURN_IF_ERROR(fs_->RemoveFile(JoinPath(dir_, name)));
+      removed_temp = true;
+    } else if (auto first = ParseSegmentFileName(name)) {
+      firsts.push_back(*first);
+    }
+  }
+  if (removed_temp) TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
+  std::sort(firsts.begin(), firsts.end());
+
+  std::lock_guard lock(mu_);
+  if (firsts.empty()) {
+    TX_RETURN_IF_ERROR(AddSegmentLocked(options_.initial_index));
+    first_index_ = options_.initial_index;
+    durable_index_ = first_index_ - 1;
+    return Status::OK();
+  }
+
+  for (size_t i = 0; i < firsts.size(); ++i) {
+    const bool newest = i + 1 == firsts.size();
+    const std::string path = SegmentPath(firsts[i]);
+    TX_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(fs_, path));
+    // Recovery accepts any length the format allows, whatever this process's write limit.
+    std::optional<SegmentScan> scan = ScanSegment(bytes, kMaxRecordBytes);
+    if (!scan || scan->first_index != firsts[i]) {
+      return Status::Corruption(
+          fmt::format("write-ahead log segment {} has an invalid header (offset 0)", path));
+    }
+    if (!segments_.empty() && scan->first_index != segments_.back().next_index()) {
+      return Status::Corruption(fmt::format(
+          "write-ahead log segment {} starts at index {} but the previous segment ends at {}", path,
+          scan->first_index, segments_.back().next_index() - 1));
+    }
+    if (scan->damage) {
+      const Damage& damage = *scan->damage;
+      if (!newest || !damage.looks_torn) {
+        return Status::Corruption(
+            fmt::format("write-ahead log segment {} is corrupt at offset {}: {}", path,
+                        damage.offset, damage.reason));
+      }
+      spdlog::warn("write-ahead log: truncating torn tail of {} at offset {} ({} bytes): {}", path,
+                   damage.offset, bytes.size() - damage.offset, damage.reason);
+      TX_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, fs_->ReopenWritableFile(path));
+      TX_RETURN_IF_ERROR(file->Truncate(damage.offset));
+      TX_RETURN_IF_ERROR(file->Sync());
+      TX_RETURN_IF_ERROR(file->Close());
+    }
+    Segment segment;
+    segment.first_index = scan->first_index;
+    segment.path = path;
+    segment.record_offsets = std::move(scan->record_offsets);
+    segment.size_bytes = scan->valid_end;
+    segments_.push_back(std::move(segment));
+  }
+
+  TX_ASSIGN_OR_RETURN(active_, fs_->ReopenWritableFile(segments_.back().path));
+  // What was read back may still sit only in the page cache of a crashed predecessor.
+  TX_RETURN_IF_ERROR(active_->Sync());
+  first_index_ = segments_.front().first_index;
+  durable_index_ = LastIndexLocked();
+  return Status::OK();
+}
+
+Status Wal::Impl::AddSegmentLocked(uint64_t first_index) {
+  const std::string path = SegmentPath(first_index);
+  const std::string temp = path + std::string(kTempSuffix);
+  {
+    TX_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, fs_->NewWritableFile(temp));
+    Status s = file->Append(EncodeSegmentHeader(first_index));
+    if (s.ok()) s = file->Sync();
+    if (s.ok()) s = file->Close();
+    if (s.ok()) s = fs_->RenameFile(temp, path);
+    if (!s.ok()) {
+      (void)fs_->RemoveFile(temp);  // best effort; recovery removes leftovers too
+      return s;
+    }
+  }
+  TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
+  TX_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, fs_->ReopenWritableFile(path));
+  TX_CHECK(file->Size() == kSegmentHeaderBytes, "new segment {} has {} bytes", path, file->Size());
+  Segment segment;
+  segment.first_index = first_index;
+  segment.path = path;
+  segment.size_bytes = kSegmentHeaderBytes;
+  segments_.push_back(std::move(segment));
+  active_ = std::move(file);
+  return Status::OK();
+}
+
+Status Wal::Impl::RotateLocked() {
+  // Every segment but the active one is fully durable; durable_index_ relies on it.
+  Status s = active_->Sync();
+  if (!s.ok()) return FailLocked(s);
+  durable_index_ = LastIndexLocked();
+  sync_done_cv_.notify_all();
+  callback_cv_.notify_one();
+  return AddSegmentLocked(segments_.back().next_index());
+}
+
+Status Wal::Impl::WriteFramesLocked(const std::string& frames,
+                                    const std::vector<uint64_t>& offsets) {
+  Segment& segment = segments_.back();
+  TX_RETURN_IF_ERROR(active_->Append(frames));
+  segment.record_offsets.insert(segment.record_offsets.end(), offsets.begin(), offsets.end());
+  segment.size_bytes += frames.size();
+  TX_CHECK(active_->Size() == segment.size_bytes, "segment {} is {} bytes, expected {}",
+           segment.path, active_->Size(), segment.size_bytes);
+  return Status::OK();
+}
+
+StatusOr<uint64_t> Wal::Impl::Append(std::span<const RecordView> records) {
+  if (records.empty()) return Status::InvalidArgument("append of an empty batch");
+  for (const RecordView& r : records) {
+    if (r.type == 0) return Status::InvalidArgument("record type 0 is reserved");
+    if (r.payload.size() > options_.max_record_bytes) {
+      return Status::InvalidArgument(fmt::format("record of {} bytes exceeds the limit of {} bytes",
+                                                 r.payload.size(), options_.max_record_bytes));
+    }
+  }
+
+  std::unique_lock lock(mu_);
+  if (closed_) return Status::FailedPrecondition("write-ahead log is closed");
+  TX_RETURN_IF_ERROR(failed_);
+  const uint64_t batch_first = LastIndexLocked() + 1;
+  uint64_t index = batch_first;
+  std::string frames;
+  std::vector<uint64_t> offsets;
+  for (const RecordView& r : records) {
+    const uint64_t frame_bytes = kRecordHeaderBytes + r.payload.size();
+    const Segment& segment = segments_.back();
+    const bool segment_has_records = !segment.record_offsets.empty() || !offsets.empty();
+    if (segment_has_records &&
+        segment.size_bytes + frames.size() + frame_bytes > options_.segment_bytes) {
+      Status s = WriteFramesLocked(frames, offsets);
+      if (s.ok()) s = RotateLocked();
+      if (!s.ok()) {
+        RollBackLocked(batch_first);
+        return s;
+      }
+      frames.clear();
+      offsets.clear();
+    }
+    offsets.push_back(segments_.back().size_bytes + frames.size());
+    AppendRecord(&frames, index++, r.type, r.payload);
+  }
+  Status s = WriteFramesLocked(frames, offsets);
+  if (!s.ok()) {
+    RollBackLocked(batch_first);
+    return s;
+  }
+  return index - 1;
+}
+
+void Wal::Impl::RollBackLocked(uint64_t batch_first) {
+  if (!failed_.ok()) return;  // the log is stopped; recovery will sort out the files
+  // The active segment's recorded size excludes the frames of the failed write, so cutting back
+  // to it removes any partial frame; records of the batch in earlier segments go with them.
+  Status s = TruncateSuffixLocked(std::min(batch_first, LastIndexLocked() + 1));
+  if (!s.ok()) {
+    (void)FailLocked(s.Annotate("cannot roll back a failed append"));
+  }
+}
+
+Status Wal::Impl::FailLocked(Status cause) {
+  if (failed_.ok()) {
+    failed_ = cause.Annotate("write-ahead log " + dir_ + " stopped accepting writes");
+    spdlog::error("{}", failed_.ToString());
+    sync_done_cv_.notify_all();
+    callback_cv_.notify_one();
+  }
+  return failed_;
+}
+
+Status Wal::Impl::SyncRoundLocked(std::unique_lock<std::mutex>& lock) {
+  TX_CHECK(!sync_running_, "two group-commit leaders at once");
+  sync_running_ = true;
+  const uint64_t target = LastIndexLocked();
+  std::shared_ptr<WritableFile> file = active_;
+  lock.unlock();
+  // Appends may run concurrently (and even rotate `file` out); the sync covers at least the
+  // records up to `target`, which were written before it began.
+  Status s = file->Sync();
+  lock.lock();
+  sync_running_ = false;
+  if (s.ok()) {
+    durable_index_ = std::max(durable_index_, target);
+  } else {
+    s = FailLocked(s);
+  }
+  sync_done_cv_.notify_all();
+  callback_cv_.notify_one();
+  return s;
+}
+
+void Wal::Impl::WaitForSyncRoundLocked(std::unique_lock<std::mutex>& lock) {
+  sync_done_cv_.wait(lock, [this] { return !sync_running_; });
+}
+
+Status Wal::Impl::WaitDurable(uint64_t index) {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    TX_RETURN_IF_ERROR(failed_);
+    if (index > LastIndexLocked()) {
+      return Status::OutOfRange(fmt::format("no record {} in the write-ahead log (last is {})",
+                                            index, LastIndexLocked()));
+    }
+    if (index <= durable_index_) return Status::OK();
+    if (closed_) return Status::Cancelled("write-ahead log is closed");
+    if (!sync_running_) {
+      TX_RETURN_IF_ERROR(SyncRoundLocked(lock));
+      continue;
+    }
+    sync_done_cv_.wait(lock);
+  }
+}
+
+Status Wal::Impl::Sync() {
+  uint64_t last;
+  {
+    std::lock_guard lock(mu_);
+    TX_RETURN_IF_ERROR(failed_);
+    last = LastIndexLocked();
+    if (last <= durable_index_) return Status::OK();
+  }
+  return WaitDurable(last);
+}
+
+void Wal::Impl::OnDurable(uint64_t index, std::function<void(Status)> done) {
+  Status immediate;
+  {
+    std::lock_guard lock(mu_);
+    if (!failed_.ok()) {
+      immediate = failed_;
+    } else if (index > LastIndexLocked()) {
+      immediate = Status::OutOfRange(fmt::format("no record {} in the write-ahead log (last is {})",
+                                                 index, LastIndexLocked()));
+    } else if (closing_ || closed_) {
+      immediate = Status::Cancelled("write-ahead log is closed");
+    } else if (index > durable_index_) {
+      callbacks_.emplace(index, std::move(done));
+      callback_cv_.notify_one();
+      return;
+    }
+  }
+  done(immediate);
+}
+
+std::vector<std::pair<std::function<void(Status)>, Status>>
+Wal::Impl::TakeSettledCallbacksLocked() {
+  std::vector<std::pair<std::function<void(Status)>, Status>> settled;
+  while (!callbacks_.empty()) {
+    auto it = callbacks_.begin();
+    Status outcome;
+    if (!failed_.ok()) {
+      outcome = failed_;
+    } else if (it->first > LastIndexLocked()) {
+      outcome = Status::OutOfRange(
+          fmt::format("record {} was truncated from the write-ahead log", it->first));
+    } else if (it->first > durable_index_) {
+      break;
+    }
+    settled.emplace_back(std::move(it->second), std::move(outcome));
+    callbacks_.erase(it);
+  }
+  // Truncated records have the highest indexes; settle them even if lower ones wait.
+  for (auto it = callbacks_.upper_bound(LastIndexLocked()); it != callbacks_.end();) {
+    settled.emplace_back(std::move(it->second),
+                         Status::OutOfRange(fmt::format(
+                             "record {} was truncated from the write-ahead log", it->first)));
+    it = callbacks_.erase(it);
+  }
+  return settled;
+}
+
+void Wal::Impl::CallbackLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    auto settled = TakeSettledCallbacksLocked();
+    if (!settled.empty()) {
+      lock.unlock();
+      for (auto& [done, status] : settled) done(status);
+      lock.lock();
+      continue;
+    }
+    if (closing_) return;
+    if (!callbacks_.empty() && !sync_running_) {
+      (void)SyncRoundLocked(lock);  // the outcome reaches the callbacks through failed_
+      continue;
+    }
+    callback_cv_.wait(lock);
+  }
+}
+
+StatusOr<std::vector<Record>> Wal::Impl::Read(uint64_t lo, uint64_t hi, uint64_t max_bytes) const {
+  struct Span {
+    std::shared_ptr<RandomAccessFile> reader;
+    std::string path;
+    uint64_t first_index;  // index of the record at `begin`
+    uint64_t begin;
+    uint64_t end;
+    size_t count;
+  };
+  std::vector<Span> spans;
+  uint64_t generation;
+  {
+    std::lock_guard lock(mu_);
+    if (lo < first_index_ || lo > hi || hi > LastIndexLocked() + 1) {
+      return Status::OutOfRange(
+          fmt::format("read of [{}, {}) outside the write-ahead log's range [{}, {}]", lo, hi,
+                      first_index_, LastIndexLocked() + 1));
+    }
+    generation = truncation_count_;
+    uint64_t payload_bytes = 0;
+    uint64_t index = lo;
+    for (const Segment& segment : segments_) {
+      if (index >= hi) break;
+      if (segment.next_index() <= index) continue;
+      if (!segment.reader) {
+        TX_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> reader,
+                            fs_->NewRandomAccessFile(segment.path));
+        segment.reader = std::move(reader);
+      }
+      size_t i = index - segment.first_index;
+      Span span{segment.reader, segment.path, index, segment.record_offsets[i], 0, 0};
+      for (; i < segment.record_offsets.size() && index < hi; ++i, ++index) {
+        if (index > lo && payload_bytes > max_bytes) break;
+        const uint64_t end = segment.RecordEnd(i);
+        payload_bytes += end - segment.record_offsets[i] - kRecordHeaderBytes;
+        span.end = end;
+        ++span.count;
+        if (payload_bytes > max_bytes) {
+          ++i;
+          ++index;
+          break;
+        }
+      }
+      spans.push_back(std::move(span));
+      if (payload_bytes > max_bytes) break;
+    }
+  }
+
+  std::vector<Record> records;
+  for (const Span& span : spans) {
+    std::string bytes(span.end - span.begin, '\0');
+    TX_ASSIGN_OR_RETURN(size_t n, span.reader->Read(span.begin, bytes.size(), bytes.data()));
+    bytes.resize(n);
+    uint64_t offset = 0;
+    for (size_t k = 0; k < span.count; ++k) {
+      DecodedRecord record;
+      std::optional<std::string> problem =
+          CheckFrame(bytes, offset, span.first_index + k, kMaxRecordBytes, &record);
+      if (problem) {
+        std::lock_guard lock(mu_);
+        if (truncation_count_ != generation) {
+          return Status::OutOfRange("the write-ahead log was truncated during the read");
+        }
+        return Status::Corruption(
+            fmt::format("write-ahead log segment {} is corrupt at offset {}: {}", span.path,
+                        span.begin + offset, *problem));
+      }
+      records.push_back(Record{record.index, record.type, std::string(record.payload)});
+      offset += kRecordHeaderBytes + record.payload.size();
+    }
+  }
+  std::lock_guard lock(mu_);
+  if (truncation_count_ != generation) {
+    return Status::OutOfRange("the write-ahead log was truncated during the read");
+  }
+  return records;
+}
+
+Status Wal::Impl::TruncateSuffix(uint64_t from) {
+  std::unique_lock lock(mu_);
+  if (closed_) return Status::FailedPrecondition("write-ahead log is closed");
+  TX_RETURN_IF_ERROR(failed_);
+  if (from < first_index_ || from > LastIndexLocked() + 1) {
+    return Status::OutOfRange(fmt::format("cannot truncate from {}: the log holds [{}, {}]", from,
+                                          first_index_, LastIndexLocked()));
+  }
+  if (from == LastIndexLocked() + 1) return Status::OK();
+  WaitForSyncRoundLocked(lock);
+  TX_RETURN_IF_ERROR(failed_);
+  Status s = TruncateSuffixLocked(from);
+  if (!s.ok()) return FailLocked(s.Annotate("truncation failed"));
+  return Status::OK();
+}
+
+Status Wal::Impl::TruncateSuffixLocked(uint64_t from) {
+  bool removed = false;
+  // Newest first, so that a crash part-way leaves a contiguous log.
+  while (segments_.size() > 1 && segments_.back().first_index >= from) {
+    active_.reset();
+    TX_RETURN_IF_ERROR(fs_->RemoveFile(segments_.back().path));
+    segments_.pop_back();
+    removed = true;
+  }
+  Segment& segment = segments_.back();
+  if (removed) {
+    TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
+    TX_ASSIGN_OR_RETURN(active_, fs_->ReopenWritableFile(segment.path));
+  }
+  TX_CHECK(from >= segment.first_index, "truncation point {} precedes segment {}", from,
+           segment.path);
+  if (from < segment.next_index()) {
+    const size_t keep = from - segment.first_index;
+    segment.size_bytes = segment.record_offsets[keep];
+    segment.record_offsets.resize(keep);
+  }
+  // Also cuts any partial frame a failed write left beyond size_bytes.
+  TX_RETURN_IF_ERROR(active_->Truncate(segment.size_bytes));
+  TX_RETURN_IF_ERROR(active_->Sync());
+  segment.reader.reset();  // its cached view may predate the cut
+  durable_index_ = std::min(durable_index_, from - 1);
+  ++truncation_count_;
+  sync_done_cv_.notify_all();
+  callback_cv_.notify_one();
+  return Status::OK();
+}
+
+Status Wal::Impl::DropPrefix(uint64_t before) {
+  std::unique_lock lock(mu_);
+  if (closed_) return Status::FailedPrecondition("write-ahead log is closed");
+  TX_RETURN_IF_ERROR(failed_);
+  if (before <= first_index_) return Status::OK();
+  WaitForSyncRoundLocked(lock);
+  TX_RETURN_IF_ERROR(failed_);
+
+  Status s;
+  if (before > LastIndexLocked() + 1) {
+    // Everything goes; the log restarts at `before`. Old segments are deleted first (oldest
+    // first), so a crash leaves a suffix of the old log or an empty directory, never a gap.
+    active_.reset();
+    while (s.ok() && !segments_.empty()) {
+      s = fs_->RemoveFile(segments_.front().path);
+      if (s.ok()) segments_.pop_front();
+    }
+    if (s.ok()) s = AddSegmentLocked(before);
+    if (!s.ok()) return FailLocked(s.Annotate("cannot reset the write-ahead log"));
+    durable_index_ = before - 1;
+  } else {
+    bool removed = false;
+    while (segments_.size() > 1 && segments_[1].first_index <= before) {
+      s = fs_->RemoveFile(segments_.front().path);
+      if (!s.ok()) return s;  // nothing is lost: the segment is merely kept
+      segments_.pop_front();
+      removed = true;
+    }
+    if (removed) TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
+  }
+  first_index_ = before;
+  return Status::OK();
+}
+
+void Wal::Impl::Close() {
+  {
+    std::unique_lock lock(mu_);
+    if (closed_) return;
+    WaitForSyncRoundLocked(lock);
+    if (active_ && failed_.ok() && durable_index_ < LastIndexLocked()) {
+      (void)SyncRoundLocked(lock);  // best effort at close
+    }
+    closing_ = true;
+    callback_cv_.notify_one();
+  }
+  if (callback_thread_.joinable()) callback_thread_.join();
+  std::multimap<uint64_t, std::function<void(Status)>> orphans;
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    orphans.swap(callbacks_);
+    active_.reset();  // closes the file; nothing unsynced remains to lose
+  }
+  for (auto& [index, done] : orphans) done(Status::Cancelled("write-ahead log closed"));
+}
+
+Wal::Wal(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Wal::~Wal() = default;
+
+StatusOr<std::unique_ptr<Wal>> Wal::Open(const std::string& dir, const Options& options) {
+  auto impl = std::make_unique<Impl>(dir, options);
+  TX_RETURN_IF_ERROR(impl->Recover());
+  impl->StartCallbackThread();
+  return std::unique_ptr<Wal>(new Wal(std::move(impl)));
+}
+
+StatusOr<uint64_t> Wal::Append(std::span<const RecordView> records) {
+  return impl_->Append(records);
+}
+Status Wal::Sync() { return impl_->Sync(); }
+Status Wal::WaitDurable(uint64_t index) { return impl_->WaitDurable(index); }
+void Wal::OnDurable(uint64_t index, std::function<void(Status)> done) {
+  impl_->OnDurable(index, std::move(done));
+}
+StatusOr<std::vector<Record>> Wal::Read(uint64_t lo, uint64_t hi, uint64_t max_bytes) const {
+  return impl_->Read(lo, hi, max_bytes);
+}
+Status Wal::TruncateSuffix(uint64_t from) { return impl_->TruncateSuffix(from); }
+Status Wal::DropPrefix(uint64_t before) { return impl_->DropPrefix(before); }
+uint64_t Wal::first_index() const { return impl_->first_index(); }
+uint64_t Wal::last_index() const { return impl_->last_index(); }
+uint64_t Wal::durable_index() const { return impl_->durable_index(); }
+size_t Wal::segment_count() const { return impl_->segment_count(); }
+const std::string& Wal::dir() const { return impl_->dir(); }
+
+}  // namespace tx::wal
