@@ -8,6 +8,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <semaphore>
 #include <thread>
 
 #include "wal/log_format.h"
@@ -20,6 +21,9 @@ constexpr std::string_view kLockFileName = "LOCK";
 constexpr std::string_view kTempSuffix = ".tmp";
 // A segment must hold its header and at least one small record.
 constexpr uint64_t kMinSegmentBytes = 4096;
+// Appended bytes waiting for the next group-commit round. Past this, appenders wait for a
+// round to write them out: bounds the memory a burst of appends can take.
+constexpr uint64_t kMaxPendingBytes = 8ull << 20;
 
 }  // namespace
 
@@ -31,15 +35,15 @@ class Wal::Impl {
   ~Impl() { Close(); }
 
   Status Recover();
-  void StartCallbackThread() {
-    callback_thread_ = std::thread([this] { CallbackLoop(); });
+  void StartSyncThread() {
+    sync_thread_ = std::thread([this] { SyncLoop(); });
   }
 
   StatusOr<uint64_t> Append(std::span<const RecordView> records);
   Status WaitDurable(uint64_t index);
   Status Sync();
   void OnDurable(uint64_t index, std::function<void(Status)> done);
-  StatusOr<std::vector<Record>> Read(uint64_t lo, uint64_t hi, uint64_t max_bytes) const;
+  StatusOr<std::vector<Record>> Read(uint64_t lo, uint64_t hi, uint64_t max_bytes);
   Status TruncateSuffix(uint64_t from);
   Status DropPrefix(uint64_t before);
 
@@ -66,7 +70,7 @@ class Wal::Impl {
     uint64_t first_index = 0;
     std::string path;
     std::vector<uint64_t> record_offsets;  // offset of record first_index + i
-    uint64_t size_bytes = 0;               // bytes of valid header and records
+    uint64_t size_bytes = 0;               // bytes of header and records, including pending_ ones
     // Opened by the first Read; cached (under mu_) even though Read is const.
     mutable std::shared_ptr<RandomAccessFile> reader;
 
@@ -84,22 +88,29 @@ class Wal::Impl {
   // Creates a segment file durably (written under a temporary name, synced, renamed, directory
   // synced), opens it for appending and makes it the active segment.
   Status AddSegmentLocked(uint64_t first_index);
-  // Syncs the active segment and starts a new one at the next index.
+  // Writes out and syncs the active segment, then starts a new one at the next index.
+  // Requires !sync_running_; keeps mu_ held throughout.
   Status RotateLocked();
-  // Writes encoded frames to the active segment and records their offsets.
-  Status WriteFramesLocked(const std::string& frames, const std::vector<uint64_t>& offsets);
-  // Undoes the records [batch_first, ...) of a failed append, plus any partial frame.
+  // True if appending `records` would have to rotate the active segment.
+  bool BatchNeedsRotationLocked(std::span<const RecordView> records) const;
+  // Undoes the records [batch_first, ...) of an append that failed part-way.
   void RollBackLocked(uint64_t batch_first);
   Status TruncateSuffixLocked(uint64_t from);
-  // Runs one fdatasync of the active segment as the group-commit leader. Releases mu_ during
-  // the fdatasync. Requires !sync_running_.
-  Status SyncRoundLocked(std::unique_lock<std::mutex>& lock);
+  // One group-commit round, run by the sync thread (or, to write without syncing, by a reader
+  // or rotation that needs the file to itself): writes the pending
+  // bytes to the active segment with one write and, if `sync`, makes them durable with one
+  // fdatasync. Releases mu_ during the I/O. Requires !sync_running_. Any I/O error stops the
+  // log (see FailLocked).
+  Status SyncRoundLocked(std::unique_lock<std::mutex>& lock, bool sync = true);
   // Waits until no sync round runs, so that the caller may change files exclusively.
   void WaitForSyncRoundLocked(std::unique_lock<std::mutex>& lock);
   Status FailLocked(Status cause);
   // Removes callbacks whose record is gone or whose fate is known; caller runs them unlocked.
   std::vector<std::pair<std::function<void(Status)>, Status>> TakeSettledCallbacksLocked();
-  void CallbackLoop();
+  // The sync thread: runs a round whenever a waiter or callback wants a record that is not
+  // durable yet, then wakes exactly the waiters the round satisfied. Waiters never run rounds
+  // themselves: a herd of them would fight over mu_ after every fdatasync.
+  void SyncLoop();
   void Close();
 
   // Constant after construction.
@@ -107,23 +118,31 @@ class Wal::Impl {
   const Options options_;
   FileSystem* const fs_;
   std::unique_ptr<FileLock> dir_lock_;
-  std::thread callback_thread_;
+  std::thread sync_thread_;
 
   mutable std::mutex mu_;
   std::condition_variable sync_done_cv_;  // a sync round or exclusive file change ended
-  std::condition_variable callback_cv_;   // there may be callbacks to run or syncs to start
+  std::condition_variable work_cv_;       // wakes the sync thread: a round may be wanted
   std::deque<Segment> segments_;          // guarded by mu_; never empty once recovered
   // guarded by mu_; segments_.back(), open to append. Shared so that a sync round can finish on
   // a file that an append has meanwhile rotated out.
   std::shared_ptr<WritableFile> active_;
+  // guarded by mu_: frames appended to the active segment but not yet written to its file; they
+  // occupy bytes [flushed_bytes_, segments_.back().size_bytes) of it.
+  std::string pending_;
+  uint64_t flushed_bytes_ = 0;     // guarded by mu_; bytes of the active segment in its file
+  uint64_t writing_bytes_ = 0;     // guarded by mu_; bytes a sync round is writing right now
   uint64_t first_index_ = 0;       // guarded by mu_
   uint64_t durable_index_ = 0;     // guarded by mu_
   bool sync_running_ = false;      // guarded by mu_
   Status failed_;                  // guarded by mu_; sticky once an fdatasync failed
   uint64_t truncation_count_ = 0;  // guarded by mu_; lets Read detect a concurrent cut
-  std::multimap<uint64_t, std::function<void(Status)>> callbacks_;  // guarded by mu_
-  bool closing_ = false;                                            // guarded by mu_
-  bool closed_ = false;                                             // guarded by mu_
+  // guarded by mu_: who is waiting for which record to become durable (WaitDurable callers
+  // register a callback that releases their semaphore).
+  std::multimap<uint64_t, std::function<void(Status)>> callbacks_;
+  bool sync_thread_idle_ = false;  // guarded by mu_; lets OnDurable skip needless wake-ups
+  bool closing_ = false;           // guarded by mu_
+  bool closed_ = false;            // guarded by mu_
 };
 
 Status Wal::Impl::Recover() {
@@ -202,6 +221,9 @@ Status Wal::Impl::Recover() {
   }
 
   TX_ASSIGN_OR_RETURN(active_, fs_->ReopenWritableFile(segments_.back().path));
+  flushed_bytes_ = segments_.back().size_bytes;
+  TX_CHECK(active_->Size() == flushed_bytes_, "{} is {} bytes after recovery, expected {}",
+           segments_.back().path, active_->Size(), flushed_bytes_);
   // What was read back may still sit only in the page cache of a crashed predecessor.
   TX_RETURN_IF_ERROR(active_->Sync());
   first_index_ = segments_.front().first_index;
@@ -226,6 +248,8 @@ Status Wal::Impl::AddSegmentLocked(uint64_t first_index) {
   TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
   TX_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, fs_->ReopenWritableFile(path));
   TX_CHECK(file->Size() == kSegmentHeaderBytes, "new segment {} has {} bytes", path, file->Size());
+  TX_CHECK(pending_.empty(), "{} pending bytes would land in the wrong segment", pending_.size());
+  flushed_bytes_ = kSegmentHeaderBytes;
   Segment segment;
   segment.first_index = first_index;
   segment.path = path;
@@ -236,73 +260,86 @@ Status Wal::Impl::AddSegmentLocked(uint64_t first_index) {
 }
 
 Status Wal::Impl::RotateLocked() {
+  TX_CHECK(!sync_running_, "rotation during a sync round");
   // Every segment but the active one is fully durable; durable_index_ relies on it.
-  Status s = active_->Sync();
+  Status s = active_->Append(pending_);
+  if (s.ok()) s = active_->Sync();
   if (!s.ok()) return FailLocked(s);
+  flushed_bytes_ += pending_.size();
+  pending_.clear();
   durable_index_ = LastIndexLocked();
   sync_done_cv_.notify_all();
-  callback_cv_.notify_one();
+  work_cv_.notify_one();
   return AddSegmentLocked(segments_.back().next_index());
 }
 
-Status Wal::Impl::WriteFramesLocked(const std::string& frames,
-                                    const std::vector<uint64_t>& offsets) {
-  Segment& segment = segments_.back();
-  TX_RETURN_IF_ERROR(active_->Append(frames));
-  segment.record_offsets.insert(segment.record_offsets.end(), offsets.begin(), offsets.end());
-  segment.size_bytes += frames.size();
-  TX_CHECK(active_->Size() == segment.size_bytes, "segment {} is {} bytes, expected {}",
-           segment.path, active_->Size(), segment.size_bytes);
-  return Status::OK();
+bool Wal::Impl::BatchNeedsRotationLocked(std::span<const RecordView> records) const {
+  const Segment& segment = segments_.back();
+  uint64_t size = segment.size_bytes;
+  bool has_records = !segment.record_offsets.empty();
+  for (const RecordView& r : records) {
+    const uint64_t frame_bytes = kRecordHeaderBytes + r.payload.size();
+    if (has_records && size + frame_bytes > options_.segment_bytes) return true;
+    size += frame_bytes;
+    has_records = true;
+  }
+  return false;
 }
 
 StatusOr<uint64_t> Wal::Impl::Append(std::span<const RecordView> records) {
   if (records.empty()) return Status::InvalidArgument("append of an empty batch");
+  uint64_t batch_bytes = 0;
   for (const RecordView& r : records) {
     if (r.type == 0) return Status::InvalidArgument("record type 0 is reserved");
     if (r.payload.size() > options_.max_record_bytes) {
       return Status::InvalidArgument(fmt::format("record of {} bytes exceeds the limit of {} bytes",
                                                  r.payload.size(), options_.max_record_bytes));
     }
+    batch_bytes += kRecordHeaderBytes + r.payload.size();
   }
 
   std::unique_lock lock(mu_);
-  if (closed_) return Status::FailedPrecondition("write-ahead log is closed");
-  TX_RETURN_IF_ERROR(failed_);
+  // A batch gets consecutive indexes, so mu_ is held from its first record to its last. Any
+  // waiting happens before: for a running round to end when the batch must rotate the segment
+  // (rotation needs the file to itself), or for the pending bytes to drain below their bound.
+  for (;;) {
+    if (closed_) return Status::FailedPrecondition("write-ahead log is closed");
+    TX_RETURN_IF_ERROR(failed_);
+    const bool over_bound = !pending_.empty() && pending_.size() + batch_bytes > kMaxPendingBytes;
+    if (!sync_running_ && over_bound) {
+      (void)SyncRoundLocked(lock);  // an error stops the log; the loop then returns it
+      continue;
+    }
+    if (!sync_running_ || (!over_bound && !BatchNeedsRotationLocked(records))) break;
+    sync_done_cv_.wait(lock);
+  }
+
   const uint64_t batch_first = LastIndexLocked() + 1;
   uint64_t index = batch_first;
-  std::string frames;
-  std::vector<uint64_t> offsets;
   for (const RecordView& r : records) {
     const uint64_t frame_bytes = kRecordHeaderBytes + r.payload.size();
-    const Segment& segment = segments_.back();
-    const bool segment_has_records = !segment.record_offsets.empty() || !offsets.empty();
-    if (segment_has_records &&
-        segment.size_bytes + frames.size() + frame_bytes > options_.segment_bytes) {
-      Status s = WriteFramesLocked(frames, offsets);
-      if (s.ok()) s = RotateLocked();
+    Segment* segment = &segments_.back();
+    if (!segment->record_offsets.empty() &&
+        segment->size_bytes + frame_bytes > options_.segment_bytes) {
+      Status s = RotateLocked();
       if (!s.ok()) {
         RollBackLocked(batch_first);
         return s;
       }
-      frames.clear();
-      offsets.clear();
+      segment = &segments_.back();
     }
-    offsets.push_back(segments_.back().size_bytes + frames.size());
-    AppendRecord(&frames, index++, r.type, r.payload);
+    segment->record_offsets.push_back(segment->size_bytes);
+    AppendRecord(&pending_, index++, r.type, r.payload);
+    segment->size_bytes += frame_bytes;
   }
-  Status s = WriteFramesLocked(frames, offsets);
-  if (!s.ok()) {
-    RollBackLocked(batch_first);
-    return s;
-  }
+  TX_CHECK(flushed_bytes_ + writing_bytes_ + pending_.size() == segments_.back().size_bytes,
+           "active segment accounting: {} flushed + {} being written + {} pending != {}",
+           flushed_bytes_, writing_bytes_, pending_.size(), segments_.back().size_bytes);
   return index - 1;
 }
 
 void Wal::Impl::RollBackLocked(uint64_t batch_first) {
   if (!failed_.ok()) return;  // the log is stopped; recovery will sort out the files
-  // The active segment's recorded size excludes the frames of the failed write, so cutting back
-  // to it removes any partial frame; records of the batch in earlier segments go with them.
   Status s = TruncateSuffixLocked(std::min(batch_first, LastIndexLocked() + 1));
   if (!s.ok()) {
     (void)FailLocked(s.Annotate("cannot roll back a failed append"));
@@ -314,29 +351,38 @@ Status Wal::Impl::FailLocked(Status cause) {
     failed_ = cause.Annotate("write-ahead log " + dir_ + " stopped accepting writes");
     spdlog::error("{}", failed_.ToString());
     sync_done_cv_.notify_all();
-    callback_cv_.notify_one();
+    work_cv_.notify_one();
   }
   return failed_;
 }
 
-Status Wal::Impl::SyncRoundLocked(std::unique_lock<std::mutex>& lock) {
+Status Wal::Impl::SyncRoundLocked(std::unique_lock<std::mutex>& lock, bool sync) {
   TX_CHECK(!sync_running_, "two group-commit leaders at once");
   sync_running_ = true;
   const uint64_t target = LastIndexLocked();
   std::shared_ptr<WritableFile> file = active_;
+  std::string frames;
+  frames.swap(pending_);
+  const uint64_t write_offset = flushed_bytes_;
+  writing_bytes_ = frames.size();
   lock.unlock();
-  // Appends may run concurrently (and even rotate `file` out); the sync covers at least the
-  // records up to `target`, which were written before it began.
-  Status s = file->Sync();
+  // Appenders go on filling pending_ meanwhile; this round covers the records up to `target`,
+  // which are in `frames` or were written by earlier rounds.
+  Status s = frames.empty() ? Status::OK() : file->Append(frames);
+  if (s.ok() && sync) s = file->Sync();
   lock.lock();
   sync_running_ = false;
+  writing_bytes_ = 0;
   if (s.ok()) {
-    durable_index_ = std::max(durable_index_, target);
+    flushed_bytes_ = write_offset + frames.size();
+    if (sync) durable_index_ = std::max(durable_index_, target);
   } else {
+    // Cut a partial write so the file ends on a record boundary; recovery would do it anyway.
+    (void)file->Truncate(write_offset);  // best effort: the log stops either way
     s = FailLocked(s);
   }
   sync_done_cv_.notify_all();
-  callback_cv_.notify_one();
+  work_cv_.notify_one();
   return s;
 }
 
@@ -345,21 +391,14 @@ void Wal::Impl::WaitForSyncRoundLocked(std::unique_lock<std::mutex>& lock) {
 }
 
 Status Wal::Impl::WaitDurable(uint64_t index) {
-  std::unique_lock lock(mu_);
-  for (;;) {
-    TX_RETURN_IF_ERROR(failed_);
-    if (index > LastIndexLocked()) {
-      return Status::OutOfRange(fmt::format("no record {} in the write-ahead log (last is {})",
-                                            index, LastIndexLocked()));
-    }
-    if (index <= durable_index_) return Status::OK();
-    if (closed_) return Status::Cancelled("write-ahead log is closed");
-    if (!sync_running_) {
-      TX_RETURN_IF_ERROR(SyncRoundLocked(lock));
-      continue;
-    }
-    sync_done_cv_.wait(lock);
-  }
+  Status result;
+  std::binary_semaphore done(0);
+  OnDurable(index, [&](Status s) {
+    result = std::move(s);
+    done.release();
+  });
+  done.acquire();
+  return result;
 }
 
 Status Wal::Impl::Sync() {
@@ -386,7 +425,7 @@ void Wal::Impl::OnDurable(uint64_t index, std::function<void(Status)> done) {
       immediate = Status::Cancelled("write-ahead log is closed");
     } else if (index > durable_index_) {
       callbacks_.emplace(index, std::move(done));
-      callback_cv_.notify_one();
+      if (sync_thread_idle_) work_cv_.notify_one();
       return;
     }
   }
@@ -420,7 +459,7 @@ Wal::Impl::TakeSettledCallbacksLocked() {
   return settled;
 }
 
-void Wal::Impl::CallbackLoop() {
+void Wal::Impl::SyncLoop() {
   std::unique_lock lock(mu_);
   for (;;) {
     auto settled = TakeSettledCallbacksLocked();
@@ -430,16 +469,18 @@ void Wal::Impl::CallbackLoop() {
       lock.lock();
       continue;
     }
-    if (closing_) return;
     if (!callbacks_.empty() && !sync_running_) {
       (void)SyncRoundLocked(lock);  // the outcome reaches the callbacks through failed_
       continue;
     }
-    callback_cv_.wait(lock);
+    if (closing_) return;
+    sync_thread_idle_ = true;
+    work_cv_.wait(lock);
+    sync_thread_idle_ = false;
   }
 }
 
-StatusOr<std::vector<Record>> Wal::Impl::Read(uint64_t lo, uint64_t hi, uint64_t max_bytes) const {
+StatusOr<std::vector<Record>> Wal::Impl::Read(uint64_t lo, uint64_t hi, uint64_t max_bytes) {
   struct Span {
     std::shared_ptr<RandomAccessFile> reader;
     std::string path;
@@ -451,7 +492,19 @@ StatusOr<std::vector<Record>> Wal::Impl::Read(uint64_t lo, uint64_t hi, uint64_t
   std::vector<Span> spans;
   uint64_t generation;
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    // Records still in pending_ are not in the file yet: write them out (without a sync) first.
+    for (;;) {
+      const Segment& active = segments_.back();
+      const bool unwritten = hi > active.first_index && hi - 1 < active.next_index() &&
+                             active.record_offsets[hi - 1 - active.first_index] >= flushed_bytes_;
+      if (!unwritten || !failed_.ok()) break;
+      if (sync_running_) {
+        sync_done_cv_.wait(lock);
+      } else {
+        (void)SyncRoundLocked(lock, /*sync=*/false);  // on error failed_ ends the loop
+      }
+    }
     if (lo < first_index_ || lo > hi || hi > LastIndexLocked() + 1) {
       return Status::OutOfRange(
           fmt::format("read of [{}, {}) outside the write-ahead log's range [{}, {}]", lo, hi,
@@ -544,8 +597,11 @@ Status Wal::Impl::TruncateSuffixLocked(uint64_t from) {
   }
   Segment& segment = segments_.back();
   if (removed) {
+    // pending_ belonged to a deleted segment; older segments were written out whole.
+    pending_.clear();
     TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
     TX_ASSIGN_OR_RETURN(active_, fs_->ReopenWritableFile(segment.path));
+    flushed_bytes_ = segment.size_bytes;
   }
   TX_CHECK(from >= segment.first_index, "truncation point {} precedes segment {}", from,
            segment.path);
@@ -554,14 +610,19 @@ Status Wal::Impl::TruncateSuffixLocked(uint64_t from) {
     segment.size_bytes = segment.record_offsets[keep];
     segment.record_offsets.resize(keep);
   }
-  // Also cuts any partial frame a failed write left beyond size_bytes.
-  TX_RETURN_IF_ERROR(active_->Truncate(segment.size_bytes));
-  TX_RETURN_IF_ERROR(active_->Sync());
+  if (segment.size_bytes >= flushed_bytes_) {
+    pending_.resize(segment.size_bytes - flushed_bytes_);  // the file is untouched
+  } else {
+    pending_.clear();
+    TX_RETURN_IF_ERROR(active_->Truncate(segment.size_bytes));
+    TX_RETURN_IF_ERROR(active_->Sync());
+    flushed_bytes_ = segment.size_bytes;
+  }
   segment.reader.reset();  // its cached view may predate the cut
   durable_index_ = std::min(durable_index_, from - 1);
   ++truncation_count_;
   sync_done_cv_.notify_all();
-  callback_cv_.notify_one();
+  work_cv_.notify_one();
   return Status::OK();
 }
 
@@ -578,6 +639,7 @@ Status Wal::Impl::DropPrefix(uint64_t before) {
     // Everything goes; the log restarts at `before`. Old segments are deleted first (oldest
     // first), so a crash leaves a suffix of the old log or an empty directory, never a gap.
     active_.reset();
+    pending_.clear();
     while (s.ok() && !segments_.empty()) {
       s = fs_->RemoveFile(segments_.front().path);
       if (s.ok()) segments_.pop_front();
@@ -608,9 +670,9 @@ void Wal::Impl::Close() {
       (void)SyncRoundLocked(lock);  // best effort at close
     }
     closing_ = true;
-    callback_cv_.notify_one();
+    work_cv_.notify_one();
   }
-  if (callback_thread_.joinable()) callback_thread_.join();
+  if (sync_thread_.joinable()) sync_thread_.join();
   std::multimap<uint64_t, std::function<void(Status)>> orphans;
   {
     std::lock_guard lock(mu_);
@@ -627,7 +689,7 @@ Wal::~Wal() = default;
 StatusOr<std::unique_ptr<Wal>> Wal::Open(const std::string& dir, const Options& options) {
   auto impl = std::make_unique<Impl>(dir, options);
   TX_RETURN_IF_ERROR(impl->Recover());
-  impl->StartCallbackThread();
+  impl->StartSyncThread();
   return std::unique_ptr<Wal>(new Wal(std::move(impl)));
 }
 

@@ -26,7 +26,7 @@
 // reopen the log, which recovers what is on disk. A failed write (e.g. NoSpace) is rolled
 // back so that no part of the failed batch remains, and the log stays usable.
 //
-// Thread-safe. Callbacks registered with OnDurable run on the log's own callback thread, in
+// Thread-safe. Callbacks registered with OnDurable run on the log's sync thread, in
 // index order; they must not block for long or call Close().
 
 #pragma once
@@ -93,7 +93,7 @@ class Wal {
   // OutOfRange if no record `index` exists (never appended, or truncated meanwhile).
   Status WaitDurable(uint64_t index);
 
-  // Calls `done` on the callback thread once record `index` is durable, with OK, or with the
+  // Calls `done` on the sync thread once record `index` is durable, with OK, or with the
   // error that prevents it (a failed fdatasync, OutOfRange if the record was truncated away,
   // Cancelled at close). Starts an fdatasync if none is running.
   void OnDurable(uint64_t index, std::function<void(Status)> done);

@@ -419,43 +419,71 @@ TEST_F(WalTest, SecondOpenOfTheSameDirectoryIsUnavailable) {
   EXPECT_TRUE(Wal::Open(dir_.path(), options).status().IsUnavailable());
 }
 
-TEST_F(WalTest, FullDiskFailsTheAppendAndLeavesNoPartialRecord) {
+TEST_F(WalTest, FullDiskStopsTheLogAndLeavesNoPartialRecord) {
   {
     auto wal = OpenOrDie();
     AppendMany(wal.get(), 1, 5);
     ASSERT_TRUE(wal->Sync().ok());
     fs_.SetSpaceLimit(30);  // the next 60-byte frame only half fits
     std::string payload(40, 'z');
-    EXPECT_TRUE(wal->Append(RecordView{1, payload}).status().IsNoSpace());
-    EXPECT_EQ(5u, wal->last_index());
+    auto index = wal->Append(RecordView{1, payload});
+    ASSERT_TRUE(index.ok());  // appends are buffered until the group-commit round writes them
+    EXPECT_TRUE(wal->WaitDurable(*index).IsNoSpace());
+    EXPECT_EQ(5u, wal->durable_index());
     fs_.ClearSpaceLimit();
-    // Space came back: the log is usable and the failed record left no trace.
-    EXPECT_EQ(6u, AppendMany(wal.get(), 6, 1));
-    ASSERT_TRUE(wal->Sync().ok());
+    // The log stays stopped: records after the failed write were never made durable.
+    EXPECT_TRUE(wal->Append(RecordView{1, payload}).status().IsNoSpace());
+    EXPECT_TRUE(wal->Sync().IsNoSpace());
   }
   auto wal = OpenOrDie();
-  EXPECT_EQ(6u, wal->last_index());
-  ExpectRecords(wal.get(), 1, 7, 1);
+  EXPECT_EQ(5u, wal->last_index());
+  ExpectRecords(wal.get(), 1, 6, 1);
+  EXPECT_EQ(6u, AppendMany(wal.get(), 6, 1));
 }
 
-TEST_F(WalTest, FullDiskDuringRotationRollsBackTheWholeBatch) {
+TEST_F(WalTest, FullDiskDuringRotationKeepsTheDurablePrefix) {
   Options options;
   options.segment_bytes = 4096;
   {
     auto wal = OpenOrDie(options);
     AppendMany(wal.get(), 1, 10, 100);
     ASSERT_TRUE(wal->Sync().ok());
+    fs_.SetSpaceLimit(5000);  // fills the first segment, not the second
     std::vector<std::string> payloads(60, std::string(100, 'q'));
     std::vector<RecordView> batch;
     for (const auto& p : payloads) batch.push_back(RecordView{1, p});
-    fs_.SetSpaceLimit(5000);  // enough to fill the segment, not for the next one's records
-    EXPECT_TRUE(wal->Append(batch).status().IsNoSpace());
-    EXPECT_EQ(10u, wal->last_index());
+    auto appended = wal->Append(batch);
+    Status s = appended.ok() ? wal->Sync() : appended.status();
+    EXPECT_TRUE(s.IsNoSpace()) << s.ToString();
     fs_.ClearSpaceLimit();
-    ExpectRecords(wal.get(), 1, 11, 1, 100);
   }
   auto wal = OpenOrDie(options);
+  EXPECT_GE(wal->last_index(), 10u);
+  ExpectRecords(wal.get(), 1, 11, 1, 100);
+  auto rest = wal->Read(11, wal->last_index() + 1);
+  ASSERT_TRUE(rest.ok());
+  for (const Record& r : *rest) EXPECT_EQ(std::string(100, 'q'), r.payload);
+}
+
+TEST_F(WalTest, FailedSegmentCreationRollsBackTheWholeBatch) {
+  Options options;
+  options.segment_bytes = 4096;
+  auto wal = OpenOrDie(options);
+  AppendMany(wal.get(), 1, 10, 100);
+  std::vector<std::string> payloads(60, std::string(100, 'q'));
+  std::vector<RecordView> batch;
+  for (const auto& p : payloads) batch.push_back(RecordView{1, p});
+  fs_.FailOperation(Op::kCreate, Status::NoSpace("injected: no space for a new segment"));
+  EXPECT_TRUE(wal->Append(batch).status().IsNoSpace());
   EXPECT_EQ(10u, wal->last_index());
+  fs_.ClearFailure(Op::kCreate);
+  // Nothing was lost and the log is usable: the batch goes in once segments can be created.
+  ExpectRecords(wal.get(), 1, 11, 1, 100);
+  EXPECT_EQ(70u, *wal->Append(batch));
+  ASSERT_TRUE(wal->Sync().ok());
+  wal.reset();
+  wal = OpenOrDie(options);
+  EXPECT_EQ(70u, wal->last_index());
   ExpectRecords(wal.get(), 1, 11, 1, 100);
 }
 

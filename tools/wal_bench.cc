@@ -1,0 +1,185 @@
+// wal_bench: measures the write-ahead log's durable append rate against raw fdatasync.
+//
+//   wal_bench [--dir DIR] [--seconds S] [--runs N]
+//
+// Prints, for this machine and DIR's file system:
+//   - raw: one thread appending a record to a file and calling fdatasync, over and over;
+//   - wal: 1, 8 and 64 threads each appending one record and waiting until it is durable,
+//     for 128-byte and 4 KiB records.
+// Each case runs --runs times for --seconds; the median run is reported, with p50/p99 latency
+// of one durable append and the number of records each fdatasync covered.
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/fault_injection_fs.h"
+#include "wal/wal.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Result {
+  double ops_per_sec = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  double records_per_sync = 0;
+};
+
+double Percentile(std::vector<double>& v, double q) {
+  if (v.empty()) return 0;
+  size_t k = static_cast<size_t>(q * (v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + k, v.end());
+  return v[k];
+}
+
+Result Summarize(std::vector<double> latencies_us, double seconds, double syncs) {
+  Result r;
+  r.ops_per_sec = latencies_us.size() / seconds;
+  r.records_per_sync = syncs > 0 ? latencies_us.size() / syncs : 1;
+  r.p50_us = Percentile(latencies_us, 0.50);
+  r.p99_us = Percentile(latencies_us, 0.99);
+  return r;
+}
+
+Result RunRaw(const std::string& dir, size_t record_bytes, double seconds) {
+  std::string path = dir + "/raw.dat";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    std::perror(path.c_str());
+    std::exit(1);
+  }
+  std::string record(record_bytes, 'r');
+  std::vector<double> latencies;
+  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+  auto start = Clock::now();
+  while (Clock::now() < end) {
+    auto t0 = Clock::now();
+    if (::write(fd, record.data(), record.size()) != static_cast<ssize_t>(record.size()) ||
+        ::fdatasync(fd) != 0) {
+      std::perror("raw write/fdatasync");
+      std::exit(1);
+    }
+    latencies.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  ::close(fd);
+  std::filesystem::remove(path);
+  return Summarize(std::move(latencies), elapsed, static_cast<double>(latencies.size()));
+}
+
+Result RunWal(const std::string& dir, size_t record_bytes, int appenders, double seconds) {
+  const std::string wal_dir = dir + "/wal";
+  std::filesystem::remove_all(wal_dir);
+  // Pass-through layer (no faults armed), used only to count fdatasyncs.
+  tx::FaultInjectionFileSystem counting_fs;
+  tx::wal::Options options;
+  options.fs = &counting_fs;
+  auto wal = tx::wal::Wal::Open(wal_dir, options);
+  if (!wal.ok()) {
+    std::fprintf(stderr, "open: %s\n", wal.status().ToString().c_str());
+    std::exit(1);
+  }
+  const uint64_t syncs_before = counting_fs.sync_count();
+  std::mutex mu;
+  std::vector<double> latencies;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  const auto start = Clock::now();
+  for (int t = 0; t < appenders; ++t) {
+    threads.emplace_back([&] {
+      std::string record(record_bytes, 'w');
+      std::vector<double> mine;
+      while (!stop.load(std::memory_order_relaxed)) {
+        auto t0 = Clock::now();
+        auto index = (*wal)->Append(tx::wal::RecordView{1, record});
+        tx::Status s = index.ok() ? (*wal)->WaitDurable(*index) : index.status();
+        if (!s.ok()) {
+          std::fprintf(stderr, "append: %s\n", s.ToString().c_str());
+          std::exit(1);
+        }
+        mine.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      }
+      std::lock_guard lock(mu);
+      latencies.insert(latencies.end(), mine.begin(), mine.end());
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  double syncs = static_cast<double>(counting_fs.sync_count() - syncs_before);
+  wal->reset();
+  std::filesystem::remove_all(wal_dir);
+  return Summarize(std::move(latencies), elapsed, syncs);
+}
+
+template <typename F>
+Result Median(int runs, F run) {
+  std::vector<Result> results;
+  for (int i = 0; i < runs; ++i) results.push_back(run());
+  std::sort(results.begin(), results.end(),
+            [](const Result& a, const Result& b) { return a.ops_per_sec < b.ops_per_sec; });
+  return results[results.size() / 2];
+}
+
+void Print(const std::string& name, const Result& r) {
+  std::printf("%-28s %12.0f %10.1f %10.1f %12.1f\n", name.c_str(), r.ops_per_sec, r.p50_us,
+              r.p99_us, r.records_per_sync);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Measures durable appends to the write-ahead log against raw fdatasync."};
+  std::string dir = "wal_bench_data";
+  double seconds = 2;
+  int runs = 3;
+  app.add_option("--dir", dir, "directory on the disk to measure (created, then removed)");
+  app.add_option("--seconds", seconds, "duration of each run")->check(CLI::PositiveNumber);
+  app.add_option("--runs", runs, "runs per case; the median is reported")->check(CLI::Range(1, 99));
+  CLI11_PARSE(app, argc, argv);
+
+  std::filesystem::create_directories(dir);
+  std::printf("wal_bench: %d run(s) of %.1f s per case in %s; median run shown\n", runs, seconds,
+              std::filesystem::absolute(dir).c_str());
+  std::printf("%-28s %12s %10s %10s %12s\n", "case", "records/s", "p50 us", "p99 us", "recs/fsync");
+
+  Result raw128 = Median(runs, [&] { return RunRaw(dir, 128, seconds); });
+  Print("raw write+fdatasync 128 B", raw128);
+  Result raw4k = Median(runs, [&] { return RunRaw(dir, 4096, seconds); });
+  Print("raw write+fdatasync 4 KiB", raw4k);
+
+  Result wal_128_1, wal_128_64;
+  for (size_t bytes : {size_t{128}, size_t{4096}}) {
+    for (int appenders : {1, 8, 64}) {
+      Result r = Median(runs, [&] { return RunWal(dir, bytes, appenders, seconds); });
+      Print(fmt::format("wal {} B x {} appenders", bytes, appenders), r);
+      if (bytes == 128 && appenders == 1) wal_128_1 = r;
+      if (bytes == 128 && appenders == 64) wal_128_64 = r;
+    }
+  }
+  std::filesystem::remove_all(dir);
+
+  double throughput_ratio = wal_128_64.ops_per_sec / raw128.ops_per_sec;
+  double latency_ratio = wal_128_1.p50_us / raw128.p50_us;
+  std::printf("\n64 appenders, 128 B: %.1fx the raw fdatasync rate (target >= 30x): %s\n",
+              throughput_ratio, throughput_ratio >= 30 ? "met" : "NOT MET");
+  std::printf("1 appender, 128 B: p50 latency %.2fx raw fdatasync p50 (target <= 1.5x): %s\n",
+              latency_ratio, latency_ratio <= 1.5 ? "met" : "NOT MET");
+  return 0;
+}
