@@ -23,23 +23,18 @@ done
 
 "$root/scripts/install-deps.sh"
 
-jobs=${TX_BUILD_JOBS:-2}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0
 for b in "${builds[@]}"; do
-  dir="$root/build/$b"
-  case $b in
-    release) flags=(-DCMAKE_BUILD_TYPE=Release -DTX_SANITIZE=OFF) ;;
-    asan) flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTX_SANITIZE=ON) ;;
-  esac
-  echo "=== [$b] configure and build in $dir"
-  cmake -S "$root" -B "$dir" "${flags[@]}" >/dev/null
-  cmake --build "$dir" -j "$jobs"
-  echo "=== [$b] test"
-  # The sanitizer build runs slower; its tests read TX_SANITIZER_BUILD to scale their loops.
-  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
-  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-  if ! (cd "$dir" && ctest --output-on-failure -j "$jobs" "${ctest_args[@]}"); then
+  echo "=== [$b] build"
+  start=$(date +%s)
+  "$root/scripts/build.sh" "$b"
+  echo "=== [$b] built in $(( $(date +%s) - start )) s; testing"
+  start=$(date +%s)
+  if ! (cd "$root/build/$b" && ctest --output-on-failure -j "${TX_BUILD_JOBS:-2}" "${ctest_args[@]}"); then
     status=1
   fi
+  echo "=== [$b] tests took $(( $(date +%s) - start )) s"
 done
 exit $status
