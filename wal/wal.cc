@@ -11,6 +11,7 @@
 #include <semaphore>
 #include <thread>
 
+#include "common/failpoint.h"
 #include "wal/log_format.h"
 #include "wal/segment_scan.h"
 
@@ -369,6 +370,7 @@ Status Wal::Impl::SyncRoundLocked(std::unique_lock<std::mutex>& lock, bool sync)
   // Appenders go on filling pending_ meanwhile; this round covers the records up to `target`,
   // which are in `frames` or were written by earlier rounds.
   Status s = frames.empty() ? Status::OK() : file->Append(frames);
+  if (s.ok() && sync) s = TX_FAILPOINT_STATUS("wal.before_fsync");
   if (s.ok() && sync) s = file->Sync();
   lock.lock();
   sync_running_ = false;

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/failpoint.h"
 #include "common/fault_injection_fs.h"
 #include "tests/support/temp_dir.h"
 #include "wal/log_format.h"
@@ -507,6 +508,17 @@ TEST_F(WalTest, FailedFdatasyncStopsTheLogUntilReopen) {
   auto wal = OpenOrDie();
   EXPECT_GE(wal->last_index(), 3u);
   ExpectRecords(wal.get(), 1, 4, 1);
+}
+
+TEST_F(WalTest, FailpointBeforeFsyncFailsTheRoundAndReportsNothingDurable) {
+  auto wal = OpenOrDie();
+  AppendMany(wal.get(), 1, 2);
+  ASSERT_TRUE(wal->Sync().ok());
+  AppendMany(wal.get(), 3, 1);
+  ASSERT_TRUE(ArmFailPoint("wal.before_fsync", "error(IOError),times=1").ok());
+  EXPECT_TRUE(wal->WaitDurable(3).IsIOError());
+  EXPECT_EQ(2u, wal->durable_index());
+  ASSERT_TRUE(ArmFailPoint("wal.before_fsync", "off").ok());
 }
 
 TEST_F(WalTest, PowerLossKeepsEveryDurableRecord) {
