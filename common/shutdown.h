@@ -15,7 +15,8 @@
 // watcher stays free for a second signal: a second SIGTERM or SIGINT while shutting down ends
 // the process at once with _exit(128 + signal), the escape hatch for a shutdown that hangs.
 // InstallShutdownHandlers() also ignores SIGPIPE, so a write to a closed socket is an EPIPE
-// error instead of a silent death.
+// error instead of a silent death. (An ignored SIGPIPE survives exec: a program that starts
+// children which rely on the default action must restore it in the child.)
 
 #pragma once
 

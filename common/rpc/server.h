@@ -5,17 +5,19 @@
 //
 // Threading: TThreadedServer, one thread per connection, with a cap on concurrent connections.
 // Our clients keep a few long-lived pooled connections per peer (a 5-replica Raft group plus a
-// handful of participants and clients), so connections are few and long; a thread per connection
-// gives the lowest latency we measured (DEPENDENCIES.md: 19-31 µs framed round trip) and never
-// queues a request behind another connection's slow handler, which a bounded TThreadPoolServer
-// pool does (a pool thread is held for a connection's whole life, so a full pool stalls new
-// connections anyway). The cap (max_connections) bounds threads and memory under overload: past
-// it the server stops accepting, new connections wait in the kernel's listen backlog and their
-// calls time out at the client; nothing grows without bound. An idle connection is closed after
-// idle_timeout, so abandoned connections give their thread back.
+// handful of participants and clients), so connections are few and long-lived, and a thread per
+// connection gives the lowest latency measured here (DEPENDENCIES.md: 19-31 µs framed round
+// trip; TNonblockingServer's thread hops cost 50-115 µs). TThreadPoolServer would not bound
+// anything better: it too holds a pool thread for a connection's whole life, so a bounded pool is
+// our connection cap plus a task queue. The cap (max_connections) bounds threads and memory under
+// overload: past it the server stops accepting, new connections wait in the kernel's listen
+// backlog and their calls time out at the client; nothing grows without bound. A connection idle
+// for idle_timeout is closed, so abandoned connections give their thread back.
 //
 // Every server runs one request at a time per connection (Thrift's model); concurrency comes
-// from several connections.
+// from several connections, so the handler behind the processor is called from many threads at
+// once and must be thread-safe. An exception a handler throws that the IDL does not declare is
+// answered with a TApplicationException (the client sees Internal) and the server carries on.
 //
 // Thread-safe: Stop() and the accessors may be called from any thread.
 
