@@ -11,7 +11,17 @@ find_package(Boost REQUIRED)  # Thrift's headers include Boost headers.
 find_program(THRIFT_COMPILER thrift REQUIRED)
 
 function(tx_thrift_library)
-  cmake_parse_arguments(ARG "" "NAME" "IDL;CONSTANTS" ${ARGN})
+  # Two passes: the SERVICES_<stem> keywords are known only once the IDL names are, and every
+  # one of them must be declared, or the values of one would run on into the next.
+  cmake_parse_arguments(PRE "" "NAME" "IDL;CONSTANTS" ${ARGN})
+  set(service_keywords)
+  foreach(idl ${PRE_IDL})
+    if(idl MATCHES "\\.thrift$")
+      get_filename_component(stem ${idl} NAME_WE)
+      list(APPEND service_keywords SERVICES_${stem})
+    endif()
+  endforeach()
+  cmake_parse_arguments(ARG "" "NAME" "IDL;CONSTANTS;${service_keywords}" ${ARGN})
   set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/gen-cpp)
   file(MAKE_DIRECTORY ${out_dir})
   set(all_sources)
@@ -25,8 +35,7 @@ function(tx_thrift_library)
     if(stem IN_LIST ARG_CONSTANTS)
       list(APPEND outputs ${out_dir}/${stem}_constants.cpp ${out_dir}/${stem}_constants.h)
     endif()
-    cmake_parse_arguments(SVC "" "" "SERVICES_${stem}" ${ARGN})
-    foreach(svc ${SVC_SERVICES_${stem}})
+    foreach(svc ${ARG_SERVICES_${stem}})
       list(APPEND outputs ${out_dir}/${svc}.cpp ${out_dir}/${svc}.h)
     endforeach()
     add_custom_command(

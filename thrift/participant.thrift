@@ -1,0 +1,153 @@
+// ParticipantService: served by txpart, one per SQLite database. Called by the coordinator
+// (Prepare, Commit, Abort, CommitOnePhase), by clients through the coordinator's routing
+// (Execute), and by operators (Status, ListPrepared). docs/participant.md describes the
+// semantics: isolation level, locking, the durable state machine.
+//
+// Every call is idempotent where a retry can happen after a lost reply: Prepare, Commit, Abort
+// and CommitOnePhase answer the recorded outcome when repeated. Execute is not idempotent (a
+// retried Execute runs its statements again inside the transaction).
+
+include "common.thrift"
+
+namespace cpp tx.api
+
+struct ExecuteRequest {
+  1: common.TxId txid
+  // Run in order, inside the transaction, with read-your-own-writes. All or nothing: if one
+  // fails, none of this request's changes are kept (earlier requests' changes are).
+  2: list<common.Statement> statements
+  // The protocol and participant list, once known. The last one given (here or at Prepare)
+  // is the one recorded at prepare.
+  3: optional common.TransactionInfo info
+}
+
+struct ExecuteResponse {
+  1: list<common.ResultSet> results  // one per statement
+}
+
+// Vote of Prepare.
+enum Vote {
+  YES = 1,        // prepared durably; Commit will succeed
+  NO = 2,         // aborted here; see reason
+  READ_ONLY = 3,  // wrote nothing; finished here, needs no Commit or Abort
+}
+
+struct PrepareRequest {
+  1: common.TxId txid
+  // Recorded durably with the prepared transaction. Required for THREE_PHASE (the
+  // termination protocol needs the peers); for TWO_PHASE it may be omitted if Execute gave it.
+  2: optional common.TransactionInfo info
+}
+
+struct PrepareResponse {
+  1: Vote vote
+  2: optional common.ErrorCode reason_code  // with NO
+  3: optional string reason                 // with NO, human-readable
+}
+
+struct CommitRequest {
+  1: common.TxId txid
+}
+struct CommitResponse {}
+
+struct AbortRequest {
+  1: common.TxId txid
+}
+struct AbortResponse {}
+
+// The outcome of a transaction at this participant.
+enum Outcome {
+  COMMITTED = 1,
+  ABORTED = 2,
+}
+
+struct CommitOnePhaseRequest {
+  1: common.TxId txid
+}
+struct CommitOnePhaseResponse {
+  1: Outcome outcome
+  2: optional common.ErrorCode reason_code  // with ABORTED
+  3: optional string reason                 // with ABORTED
+}
+
+// Where a transaction is in its life at this participant. Stable numbers.
+enum TxState {
+  UNKNOWN = 0,       // never seen, or finished and forgotten (the outcome store is bounded)
+  ACTIVE = 1,        // executing; not yet prepared; may be aborted unilaterally
+  PREPARED = 2,      // voted YES; durable; rows locked until the outcome arrives
+  PRECOMMITTED = 3,  // 3PC only (reserved for the 3PC issue)
+  COMMITTED = 4,
+  ABORTED = 5,
+}
+
+struct StatusRequest {
+  1: common.TxId txid
+}
+
+struct TransactionStatus {
+  1: common.TxId txid
+  2: TxState state
+  3: optional common.TransactionInfo info  // recorded protocol and participants, if known
+  4: i64 rows_written = 0                  // rows in the transaction's changeset
+  5: i64 changeset_bytes = 0
+  6: i64 locks_held = 0
+  // Milliseconds since the transaction reached its current state (since the first Execute for
+  // ACTIVE, since the vote for PREPARED). 0 when unknown (e.g. for an outcome read back from
+  // storage).
+  7: i64 state_age_ms = 0
+  8: optional string abort_reason  // for ABORTED, when known
+}
+
+struct ListPreparedRequest {
+  1: optional common.TxId after_txid  // page start: only txids greater than this
+  2: i32 limit = 1000                 // at most 10,000
+}
+
+struct ListPreparedResponse {
+  1: list<TransactionStatus> transactions  // in txid order
+  2: bool more                             // true if another page follows
+}
+
+struct GetInfoRequest {}
+struct GetInfoResponse {
+  1: string name           // --name of this agent
+  2: string database       // path of its SQLite file
+  3: i64 active_transactions
+  4: i64 prepared_transactions
+}
+
+service ParticipantService {
+  ExecuteResponse Execute(1: ExecuteRequest request) throws (1: common.TxError error)
+
+  // Votes. With YES the prepared state is durable before the reply leaves. Repeating Prepare
+  // answers the same vote; an unknown txid gets NO (presumed abort).
+  PrepareResponse Prepare(1: PrepareRequest request) throws (1: common.TxError error)
+
+  // Applies a prepared transaction. Repeating it succeeds. An unknown txid is an error
+  // (UNKNOWN_TRANSACTION): under presumed abort only a prepared transaction may be committed,
+  // so the coordinator must not have decided COMMIT without this participant's YES.
+  CommitResponse Commit(1: CommitRequest request) throws (1: common.TxError error)
+
+  // Aborts an active or prepared transaction. Repeating it succeeds, and so does aborting an
+  // unknown txid (presumed abort). Aborting a committed transaction is WRONG_STATE.
+  AbortResponse Abort(1: AbortRequest request) throws (1: common.TxError error)
+
+  // Prepare and commit in one step, for a transaction with this participant as its only
+  // writer. Answers the outcome; repeating it answers the same outcome while remembered.
+  CommitOnePhaseResponse CommitOnePhase(1: CommitOnePhaseRequest request)
+      throws (1: common.TxError error)
+
+  // 3PC (the 3PC issue adds it here): PreCommitResponse PreCommit(1: PreCommitRequest request)
+  // makes PRECOMMITTED durable before acknowledging; and the termination protocol's calls
+  // between participants.
+
+  // Operators: the state of one transaction (UNKNOWN is an answer, not an error).
+  TransactionStatus Status(1: StatusRequest request) throws (1: common.TxError error)
+
+  // Operators: prepared (in-doubt) transactions, paged in txid order.
+  ListPreparedResponse ListPrepared(1: ListPreparedRequest request)
+      throws (1: common.TxError error)
+
+  // Health check and identity.
+  GetInfoResponse GetInfo(1: GetInfoRequest request) throws (1: common.TxError error)
+}
