@@ -336,4 +336,38 @@ Result<std::vector<LockRequest>> DeriveLocks(Connection* conn, std::string_view 
   return out;
 }
 
+Result<std::vector<LockRequest>> RowLocksByRowid(
+    Connection* conn, const std::vector<std::pair<std::string, int64_t>>& rows) {
+  std::vector<LockRequest> out;
+  for (const auto& [table_name, rowid] : rows) {
+    StatusOr<const TableInfo*> info_or = conn->schema()->Get(conn->db(), table_name);
+    if (!info_or.ok()) return Error{ErrorCode::kInternal, info_or.status().ToString()};
+    const TableInfo& table = **info_or;
+    if (!table.has_primary_key) continue;  // the authorizer refuses writes to these
+    std::string select;
+    for (size_t i = 0; i < table.primary_key.columns.size(); ++i) {
+      if (i > 0) select += ", ";
+      select += QuoteIdentifier(table.columns[static_cast<size_t>(table.primary_key.columns[i])]);
+    }
+    std::string sql = fmt::format("SELECT {} FROM main.{} WHERE _rowid_ = ?", select,
+                                  QuoteIdentifier(table.name));
+    StatusOr<sqlite3_stmt*> stmt = conn->PrepareInternal(sql);
+    if (!stmt.ok()) return Error{ErrorCode::kInternal, stmt.status().ToString()};
+    sqlite3_bind_int64(*stmt, 1, rowid);
+    int rc = sqlite3_step(*stmt);
+    if (rc == SQLITE_ROW) {
+      std::vector<Value> pk;
+      for (size_t i = 0; i < table.primary_key.columns.size(); ++i) {
+        pk.push_back(ColumnValue(*stmt, static_cast<int>(i)));
+      }
+      if (!AnyNull(pk)) out.push_back(LockRequest{RowLockKey(table, pk), LockMode::kExclusive});
+    }
+    sqlite3_reset(*stmt);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+      return Error{ErrorCode::kInternal, SqliteStatus(rc, conn->db(), sql).ToString()};
+    }
+  }
+  return out;
+}
+
 }  // namespace tx::participant

@@ -49,4 +49,12 @@ int64_t CountChanges(std::string_view changeset);
 // Sorted by key, one entry per key with the strongest mode.
 Result<std::vector<LockRequest>> DeriveLocks(Connection* conn, std::string_view changeset);
 
+// X locks on rows of rowid tables named by (table, rowid), read in `conn`'s open transaction.
+// For rows an UPDATE touched without changing them: the changeset leaves them out, but the
+// statement wrote them (a blind write of the value a concurrent transaction just committed is
+// still a lost update), so first-committer-wins must see them. Rows that no longer exist are
+// skipped.
+Result<std::vector<LockRequest>> RowLocksByRowid(
+    Connection* conn, const std::vector<std::pair<std::string, int64_t>>& rows);
+
 }  // namespace tx::participant

@@ -3,8 +3,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <optional>
+#include <set>
 
 #include "common/failpoint.h"
 #include "participant/changeset.h"
@@ -35,6 +38,26 @@ int64_t UnixMillis(Clock* clock) {
 }
 
 Error Unavailable(const Status& s) { return Error{ErrorCode::kUnavailable, s.ToString()}; }
+
+// Bounds the rows one capture remembers as touched by UPDATE; each becomes a lock, so this
+// matches the default per-transaction lock bound.
+constexpr size_t kMaxTouchedRows = 200000;
+
+// Rows of rowid tables that user statements updated (sqlite3_update_hook), changed or not.
+struct TouchedRows {
+  std::set<std::pair<std::string, int64_t>> rows;
+  bool overflow = false;
+};
+
+void OnRowUpdated(void* arg, int op, const char* db, const char* table, sqlite3_int64 rowid) {
+  if (op != SQLITE_UPDATE || db == nullptr || std::strcmp(db, "main") != 0) return;
+  auto* touched = static_cast<TouchedRows*>(arg);
+  if (touched->rows.size() >= kMaxTouchedRows) {
+    touched->overflow = true;
+    return;
+  }
+  touched->rows.emplace(table, rowid);
+}
 
 }  // namespace
 
@@ -274,15 +297,28 @@ void Writer::RunCapture(Job* job) {
   size_t budget = limits_.max_result_bytes;
   CaptureOutput out;
   out.results.reserve(job->statements->size());
+  // The session records what changed; the update hook, every row an UPDATE wrote, including
+  // those it left as they were (which the changeset omits).
+  TouchedRows touched;
+  sqlite3_update_hook(db, OnRowUpdated, &touched);
   for (size_t i = 0; i < job->statements->size(); ++i) {
     Result<ResultSet> rs = RunStatement(conn_.get(), (*job->statements)[i], &budget);
     if (!rs.ok()) {
+      sqlite3_update_hook(db, nullptr, nullptr);
       Error e = rs.error();
       if (job->statements->size() > 1) e.message = fmt::format("statement {}: {}", i, e.message);
       session.reset();
       return fail(std::move(e));
     }
     out.results.push_back(std::move(rs.value()));
+  }
+  sqlite3_update_hook(db, nullptr, nullptr);
+  if (touched.overflow) {
+    session.reset();
+    return fail(Error{ErrorCode::kTooLarge,
+                      fmt::format("the statements update more than {} rows; split the "
+                                  "transaction",
+                                  kMaxTouchedRows)});
   }
 
   int n = 0;
@@ -298,6 +334,21 @@ void Writer::RunCapture(Job* job) {
 
   Result<std::vector<LockRequest>> locks = DeriveLocks(conn_.get(), delta);
   if (!locks.ok()) return fail(locks.error());
+  Result<std::vector<LockRequest>> touched_locks = RowLocksByRowid(
+      conn_.get(),
+      std::vector<std::pair<std::string, int64_t>>(touched.rows.begin(), touched.rows.end()));
+  if (!touched_locks.ok()) return fail(touched_locks.error());
+  for (LockRequest& l : touched_locks.value()) {
+    // Rows the changeset holds are locked already; add only the unchanged ones.
+    auto pos =
+        std::lower_bound(locks.value().begin(), locks.value().end(), l,
+                         [](const LockRequest& a, const LockRequest& b) { return a.key < b.key; });
+    if (pos == locks.value().end() || pos->key != l.key) {
+      locks.value().insert(pos, std::move(l));
+    } else {
+      pos->mode = LockMode::kExclusive;  // a parent we also wrote
+    }
+  }
   StatusOr<std::string> combined = CombineChangesets(base, delta);
   if (!combined.ok()) return fail(Error{ErrorCode::kInternal, combined.status().ToString()});
   if (combined->size() > limits_.max_changeset_bytes) {

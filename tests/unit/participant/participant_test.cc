@@ -219,6 +219,31 @@ TEST_F(ParticipantTest, FirstCommitterWinsOverATransactionThatReadTheRowEarlier)
   EXPECT_EQ(Value(int64_t{50}), ReadDirect("SELECT balance FROM accounts WHERE id = 1"));
 }
 
+TEST_F(ParticipantTest, BlindWriteOfTheValueAlreadyCommittedStillConflicts) {
+  // Regression: the changeset omits an UPDATE that leaves a row as it is, so this write was
+  // invisible to first-committer-wins and 2's debit was lost (found by the concurrency test).
+  ASSERT_EQ(Value(int64_t{100}),
+            Exec(2, "SELECT balance FROM accounts WHERE id = 1").value()[0].rows[0][0]);
+  MustExec(1, "UPDATE accounts SET balance = 80 WHERE id = 1");
+  MustCommit(1);
+  // 2 computed 100 - 20 from its stale read: by chance the value now there.
+  auto r = Exec(2, "UPDATE accounts SET balance = 80 WHERE id = 1");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorCode::kConflict, r.error().code);
+}
+
+TEST_F(ParticipantTest, UpdateThatChangesNothingStillLocksTheRow) {
+  MustExec(1, "UPDATE accounts SET balance = balance WHERE id = 1");
+  EXPECT_EQ(0, p_->GetStatus(1).value().rows_written);
+  EXPECT_EQ(1, p_->GetStatus(1).value().locks_held);
+  auto second = std::async(std::launch::async,
+                           [&] { return Exec(2, "UPDATE accounts SET balance = 5 WHERE id = 1"); });
+  Eventually([&] { return GetStats().lock_waiters == 1; }, "transaction 2 to wait");
+  EXPECT_EQ(Vote::Kind::kReadOnly, MustPrepare(1));  // it changed nothing; its lock goes
+  ASSERT_TRUE(second.get().ok());
+  MustCommit(2);
+}
+
 TEST_F(ParticipantTest, WritesToOtherRowsDoNotConflict) {
   ASSERT_TRUE(Exec(2, "SELECT balance FROM accounts WHERE id = 2").ok());
   MustExec(1, "UPDATE accounts SET balance = 0 WHERE id = 1");

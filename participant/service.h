@@ -1,0 +1,54 @@
+// The Thrift face of the participant: ParticipantService (thrift/participant.thrift) over a
+// Participant engine.
+//
+// The handler converts between the wire types and the engine's, validates what the engine
+// cannot see (a Value with no field or several set, paging bounds), and turns every engine
+// Error into api::TxError with the same code. It never lets anything else escape: an
+// unexpected failure is TxError INTERNAL.
+//
+// Thread-safe (the engine is); the RPC server calls it from one thread per connection.
+
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "ParticipantService.h"
+#include "participant/participant.h"
+
+namespace tx::participant {
+
+// Bounds one ListPrepared page, so the reply stays far below the RPC frame limit (a status is
+// ~100 bytes plus the participant list).
+inline constexpr int32_t kMaxListPreparedPage = 10000;
+
+class ParticipantServiceHandler final : public api::ParticipantServiceIf {
+ public:
+  // `participant` must outlive the handler.
+  explicit ParticipantServiceHandler(Participant* participant);
+
+  void Execute(api::ExecuteResponse& out, const api::ExecuteRequest& request) override;
+  void Prepare(api::PrepareResponse& out, const api::PrepareRequest& request) override;
+  void Commit(api::CommitResponse& out, const api::CommitRequest& request) override;
+  void Abort(api::AbortResponse& out, const api::AbortRequest& request) override;
+  void CommitOnePhase(api::CommitOnePhaseResponse& out,
+                      const api::CommitOnePhaseRequest& request) override;
+  void Status(api::TransactionStatus& out, const api::StatusRequest& request) override;
+  void ListPrepared(api::ListPreparedResponse& out,
+                    const api::ListPreparedRequest& request) override;
+  void GetInfo(api::GetInfoResponse& out, const api::GetInfoRequest& request) override;
+
+ private:
+  Participant* const participant_;
+};
+
+// Conversions between wire and engine types, exposed for tests and tools. The From* functions
+// fail (INVALID_ARGUMENT) on malformed input.
+Result<Value> FromApi(const api::Value& v);
+api::Value ToApi(const Value& v);
+Result<TxnInfo> FromApi(const api::TransactionInfo& info);
+api::TransactionInfo ToApi(const TxnInfo& info);
+api::TxError ToApi(const Error& e);
+api::TransactionStatus ToApi(const TxnStatus& s);
+
+}  // namespace tx::participant
