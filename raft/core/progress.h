@@ -78,7 +78,9 @@ struct Progress {
   uint64_t snapshot_sent_offset = 0;   // next byte to send
   uint64_t snapshot_acked_offset = 0;  // bytes the follower confirmed holding
   bool snapshot_final_sent = false;    // the chunk with snapshot_done went out
-  bool snapshot_acked_since_heartbeat = false;
+  // After a retransmit, no fast retransmit until acknowledgements reach this offset.
+  uint64_t snapshot_recover_offset = 0;
+  bool snapshot_acked_since_heartbeat = false;  // progress since the last heartbeat answer
 
   // Can another Append be sent now?
   bool IsPaused() const;

@@ -669,8 +669,9 @@ void Raft::HandleSnapshotChunk(Message& m) {
   }
   SnapshotAssembly& a = *assembly_;
   if (m.snapshot_offset != a.data.size()) {
-    // A duplicate (behind us) is acknowledged; a gap (ahead of us) is rejected.
-    respond(a.data.size(), m.snapshot_offset > a.data.size());
+    // A duplicate or a chunk that overtook a missing one: only contiguous data is kept, and
+    // the answer says where we are (the leader retransmits from there).
+    respond(a.data.size(), false);
     return;
   }
   a.data.append(m.snapshot_data);
@@ -776,10 +777,12 @@ void Raft::BroadcastHeartbeat() {
 
 void Raft::SendSnapshotChunks(NodeId to, Progress& pr) {
   const std::string& data = *pr.snapshot_data;
-  // At least one chunk may always be outstanding; more while unacknowledged bytes stay under
-  // the follower's in-flight byte budget.
+  // The same budget as appends: at least one chunk may always be outstanding; more while the
+  // unacknowledged chunks stay within max_inflight_msgs and max_inflight_bytes.
+  const uint64_t window_bytes = std::min(config_.max_inflight_bytes,
+                                         config_.max_inflight_msgs * config_.snapshot_chunk_bytes);
   while (!pr.snapshot_final_sent &&
-         pr.snapshot_sent_offset - pr.snapshot_acked_offset < config_.max_inflight_bytes) {
+         pr.snapshot_sent_offset - pr.snapshot_acked_offset < window_bytes) {
     uint64_t offset = pr.snapshot_sent_offset;
     uint64_t len = std::min<uint64_t>(config_.snapshot_chunk_bytes, data.size() - offset);
     Message m;
@@ -817,13 +820,22 @@ void Raft::HandleAppendResponse(const Message& m, Progress& pr) {
   bool updated = pr.MaybeUpdate(m.index);
   // An answer to an empty probe at our match index proves the follower matches too.
   bool probe_confirmed = pr.state == Progress::State::kProbe && pr.match_index == m.index;
-  if (!updated && !probe_confirmed) return;
+  // The follower holds the snapshot being streamed (it may have had it already).
+  bool snapshot_done =
+      pr.state == Progress::State::kSnapshot && pr.match_index >= pr.snapshot.index;
+  if (!updated && !probe_confirmed && !snapshot_done) return;
   switch (pr.state) {
     case Progress::State::kProbe:
       pr.BecomeReplicate();
       break;
     case Progress::State::kSnapshot:
-      if (pr.match_index + 1 >= log_.first_index()) pr.BecomeReplicate();
+      if (pr.match_index + 1 >= log_.first_index()) {
+        pr.BecomeReplicate();
+      } else if (snapshot_done) {
+        // We compacted past that snapshot meanwhile: probing finds the gap and streams the
+        // newer snapshot (sim seed 1 livelocked resending the stale one).
+        pr.BecomeProbe();
+      }
       break;
     case Progress::State::kReplicate:
       pr.inflights.FreeLE(m.index);
@@ -849,8 +861,8 @@ void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
   }
   if (pr.state == Progress::State::kSnapshot) {
     if (!pr.snapshot_acked_since_heartbeat) {
-      // Nothing acknowledged for a heartbeat interval: chunks (or the final answer) were
-      // lost; resend from the last acknowledged byte.
+      // No progress for a heartbeat interval: chunks (or the final answer) were lost; resend
+      // from the last acknowledged byte.
       pr.snapshot_sent_offset = pr.snapshot_acked_offset;
       pr.snapshot_final_sent = false;
     }
@@ -871,15 +883,33 @@ void Raft::HandleSnapshotResponse(const Message& m, Progress& pr) {
       m.snapshot.term != pr.snapshot.term) {
     return;
   }
-  pr.snapshot_acked_since_heartbeat = true;
+  // Retransmission must not amplify: with reordering and duplication every chunk can draw an
+  // answer, so only progress, one fast retransmit per window and a follower that lost its
+  // partial snapshot move the send offset back (sim seeds 34 and 3199 grew the traffic
+  // without bound when every gap answer rewound the window).
   uint64_t offset = std::min<uint64_t>(m.snapshot_offset, pr.snapshot_data->size());
   if (m.reject) {
-    pr.snapshot_acked_offset = offset;
-    pr.snapshot_sent_offset = offset;
+    // The follower holds nothing of this snapshot (it restarted): start over, once.
+    if (pr.snapshot_acked_offset == 0 && pr.snapshot_recover_offset > 0) return;
+    pr.snapshot_recover_offset = std::max<uint64_t>(pr.snapshot_sent_offset, 1);
+    pr.snapshot_acked_offset = 0;
+    pr.snapshot_sent_offset = 0;
     pr.snapshot_final_sent = false;
+    pr.snapshot_acked_since_heartbeat = true;
   } else if (offset > pr.snapshot_acked_offset) {
     pr.snapshot_acked_offset = offset;
     pr.snapshot_sent_offset = std::max(pr.snapshot_sent_offset, offset);
+    pr.snapshot_acked_since_heartbeat = true;
+  } else if (offset == pr.snapshot_acked_offset &&
+             pr.snapshot_sent_offset > pr.snapshot_acked_offset &&
+             pr.snapshot_acked_offset >= pr.snapshot_recover_offset) {
+    // A duplicate acknowledgement: the chunk at `offset` was lost or overtaken. Resend from
+    // there, and not again until everything sent so far is acknowledged.
+    pr.snapshot_recover_offset = pr.snapshot_sent_offset;
+    pr.snapshot_sent_offset = offset;
+    pr.snapshot_final_sent = false;
+  } else {
+    return;  // stale
   }
   SendSnapshotChunks(m.from, pr);
 }
@@ -1197,7 +1227,8 @@ Status Raft::Campaign() {
   return Status::OK();
 }
 
-Status Raft::OnSnapshotCreated(Index index, std::shared_ptr<const std::string> data) {
+StatusOr<SnapshotMetadata> Raft::OnSnapshotCreated(Index index,
+                                                   std::shared_ptr<const std::string> data) {
   if (data == nullptr) return Status::InvalidArgument("snapshot without data");
   if (index <= log_.snapshot_index() || index > applied_) {
     return Status::OutOfRange(fmt::format(
@@ -1209,9 +1240,9 @@ Status Raft::OnSnapshotCreated(Index index, std::shared_ptr<const std::string> d
   }
   Configuration conf = ConfigurationAt(index);
   log_.CompactTo(index);
-  snapshot_conf_ = std::move(conf);
+  snapshot_conf_ = conf;
   snapshot_data_ = std::move(data);
-  return Status::OK();
+  return SnapshotMetadata{log_.snapshot_index(), log_.snapshot_term(), std::move(conf)};
 }
 
 // ---------------------------------------------------------------------------------------------

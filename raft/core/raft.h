@@ -263,9 +263,12 @@ class Raft {
 
   // The state machine has a snapshot covering the log up to `index` (which it has applied);
   // the core drops its in-memory entries up to `index` and sends `data` to followers that need
-  // compacted entries. The runtime persists the snapshot itself before calling this.
-  // OutOfRange if index is not above the current snapshot or beyond what was applied.
-  Status OnSnapshotCreated(Index index, std::shared_ptr<const std::string> data);
+  // compacted entries. Returns the snapshot's metadata (term and configuration at `index`),
+  // which the runtime persists with `data` before discarding its log up to `index`.
+  // OutOfRange if index is not above the current snapshot or beyond what was applied;
+  // FailedPrecondition while a snapshot received from the leader is not yet durable.
+  StatusOr<SnapshotMetadata> OnSnapshotCreated(Index index,
+                                               std::shared_ptr<const std::string> data);
 
   bool HasReady() const;
   Ready GetReady();
