@@ -24,7 +24,7 @@ constexpr char kSchema[] =
     "CREATE TABLE IF NOT EXISTS accounts(id INTEGER PRIMARY KEY, balance INT NOT NULL);\n"
     "INSERT OR IGNORE INTO accounts VALUES (1, 100), (2, 100), (3, 100);\n";
 
-class ParticipantCrashTest : public ::testing::Test {
+class ParticipantProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
     db_ = dir_.path() + "/p.db";
@@ -69,7 +69,7 @@ class ParticipantCrashTest : public ::testing::Test {
   HostPort address_;
 };
 
-TEST_F(ParticipantCrashTest, CrashAfterThePrepareRecordIsDurableBeforeTheVote) {
+TEST_F(ParticipantProcessTest, CrashAfterThePrepareRecordIsDurableBeforeTheVote) {
   auto p = Start({}, {"TX_FAILPOINTS=participant.after_prepare_durable=crash"});
   ASSERT_NE(nullptr, p);
   {
@@ -123,7 +123,7 @@ TEST_F(ParticipantCrashTest, CrashAfterThePrepareRecordIsDurableBeforeTheVote) {
   EXPECT_EQ(110, Balance(1));
 }
 
-TEST_F(ParticipantCrashTest, SigkillAfterTheVoteKeepsThePromise) {
+TEST_F(ParticipantProcessTest, SigkillAfterTheVoteKeepsThePromise) {
   auto p = Start();
   ASSERT_NE(nullptr, p);
   {
@@ -164,7 +164,7 @@ TEST_F(ParticipantCrashTest, SigkillAfterTheVoteKeepsThePromise) {
   EXPECT_EQ(5, Balance(1));
 }
 
-TEST_F(ParticipantCrashTest, RestartedAgentAsksTheCoordinatorForOutcomes) {
+TEST_F(ParticipantProcessTest, RestartedAgentAsksTheCoordinatorForOutcomes) {
   FakeCoordinator coordinator;
   StatusOr<HostPort> at = coordinator.Serve();
   ASSERT_TRUE(at.ok()) << at.status().ToString();
@@ -214,7 +214,7 @@ TEST_F(ParticipantCrashTest, RestartedAgentAsksTheCoordinatorForOutcomes) {
   coordinator.Stop();
 }
 
-TEST_F(ParticipantCrashTest, ResolveFollowsTheNotLeaderHint) {
+TEST_F(ParticipantProcessTest, ResolveFollowsTheNotLeaderHint) {
   FakeCoordinator follower, leader;
   StatusOr<HostPort> leader_at = leader.Serve();
   ASSERT_TRUE(leader_at.ok());
@@ -249,7 +249,7 @@ TEST_F(ParticipantCrashTest, ResolveFollowsTheNotLeaderHint) {
   leader.Stop();
 }
 
-TEST_F(ParticipantCrashTest, OverduePreparedTransactionIsResolvedWhileRunning) {
+TEST_F(ParticipantProcessTest, OverduePreparedTransactionIsResolvedWhileRunning) {
   FakeCoordinator coordinator;
   StatusOr<HostPort> at = coordinator.Serve();
   ASSERT_TRUE(at.ok());
@@ -268,6 +268,19 @@ TEST_F(ParticipantCrashTest, OverduePreparedTransactionIsResolvedWhileRunning) {
       seconds(20)));
   EXPECT_EQ(100, Balance(1));
   coordinator.Stop();
+}
+
+TEST_F(ParticipantProcessTest, OversizeRequestIsRefusedAndTheAgentCarriesOn) {
+  auto p = Start({"--max-request-bytes", "65536"});
+  ASSERT_NE(nullptr, p);
+  ParticipantClient client(p->address());
+  // Over the frame limit: the server drops the connection without reading it into memory.
+  auto r = client.Execute(1, "SELECT 1 /*" + std::string(100000, 'x') + "*/");
+  EXPECT_FALSE(r.transport.ok()) << r.Describe();
+  // The agent is alive and serves the next call.
+  auto ok = client.Execute(2, "SELECT count(*) FROM accounts");
+  ASSERT_TRUE(ok.ok()) << ok.Describe();
+  EXPECT_EQ(3, ok.value.results[0].rows[0].values[0].integer);
 }
 
 }  // namespace
