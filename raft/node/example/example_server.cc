@@ -1,0 +1,219 @@
+// raft_example_server: one replica of a replicated append-only list (AppendLog) on a RaftNode.
+// Used by the real-process Raft test and by `txbench raft`; also a small, complete example of
+// embedding RaftNode.
+//
+//   raft_example_server --id 1 --listen 127.0.0.1:7001 --data-dir /tmp/r1
+//       --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+//
+// One port serves both RaftService ("raft") and the RaftExample control service ("example")
+// through a TMultiplexedProcessor, the way txcoord shares its port. When serving, it prints
+// "listening on HOST:PORT" on stdout (for scripts and tests); logs go to stderr. SIGTERM or
+// SIGINT stop it cleanly.
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <thrift/TProcessor.h>
+#include <thrift/processor/TMultiplexedProcessor.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+
+#include "RaftExample.h"
+#include "common/failpoint.h"
+#include "common/logging.h"
+#include "common/metrics.h"
+#include "common/metrics_http.h"
+#include "common/net.h"
+#include "common/rpc/server.h"
+#include "common/rpc/thrift_logging.h"
+#include "common/shutdown.h"
+#include "raft/node/example/append_log.h"
+#include "raft/node/node.h"
+
+namespace {
+
+using tx::raft::example::AppendLog;
+
+// Bounds one Read reply (items are small; 10000 of them stay far below the frame limit).
+constexpr int32_t kMaxReadItems = 10000;
+// Bounds a caller-chosen timeout.
+constexpr int32_t kMaxTimeoutMs = 60'000;
+
+int Fail(const std::string& what, const tx::Status& s) {
+  spdlog::critical("{}: {}", what, s.ToString());
+  spdlog::shutdown();
+  return 1;
+}
+
+[[noreturn]] void Throw(const tx::Status& s, const tx::raft::LeaderInfo* leader = nullptr) {
+  tx::raft_example::ExampleError e;
+  e.code = static_cast<int32_t>(s.code());
+  e.message = s.message();
+  if (leader != nullptr) {
+    e.not_leader = true;
+    e.leader_id = static_cast<int64_t>(leader->id);
+    e.leader_address = leader->address.host.empty() ? "" : tx::ToString(leader->address);
+  }
+  throw e;
+}
+
+class ExampleHandler final : public tx::raft_example::RaftExampleIf {
+ public:
+  ExampleHandler(tx::raft::RaftNode* node, AppendLog* log) : node_(node), log_(log) {}
+
+  void Propose(tx::raft_example::ProposeResponse& out, const std::string& item,
+               int32_t timeout_ms) override {
+    if (item.size() > tx::raft::example::kMaxItemBytes || timeout_ms <= 0 ||
+        timeout_ms > kMaxTimeoutMs) {
+      Throw(tx::Status::InvalidArgument(
+          fmt::format("item of {} bytes (max {}) or timeout {} ms out of range", item.size(),
+                      tx::raft::example::kMaxItemBytes, timeout_ms)));
+    }
+    tx::raft::ProposalResult r = node_->Propose(item, std::chrono::milliseconds(timeout_ms));
+    if (!r.status.ok()) Throw(r.status, r.not_leader ? &r.leader : nullptr);
+    tx::StatusOr<tx::raft::example::ApplyResult> applied =
+        tx::raft::example::DecodeApplyResult(r.result);
+    if (!applied.ok()) Throw(applied.status());
+    out.index = static_cast<int64_t>(r.index);
+    out.position = static_cast<int64_t>(applied->position);
+    out.checksum = static_cast<int64_t>(applied->checksum);
+  }
+
+  void Read(tx::raft_example::ReadResponse& out, int64_t offset, int32_t max_items,
+            bool linearizable) override {
+    if (offset < 0 || max_items < 0 || max_items > kMaxReadItems) {
+      Throw(tx::Status::InvalidArgument("offset or max_items out of range"));
+    }
+    if (linearizable) {
+      tx::Status s = node_->ReadBarrier(std::chrono::seconds(2));
+      if (!s.ok()) Throw(s);
+    }
+    AppendLog::View v = log_->Read(static_cast<uint64_t>(offset), static_cast<size_t>(max_items));
+    out.total = static_cast<int64_t>(v.total);
+    out.checksum = static_cast<int64_t>(v.checksum);
+    out.applied_index = static_cast<int64_t>(v.applied_index);
+    out.items = std::move(v.items);
+  }
+
+  void Info(tx::raft_example::NodeInfo& out) override {
+    tx::raft::NodeStatus s = node_->GetStatus();
+    out.id = static_cast<int64_t>(s.id);
+    out.role = std::string(tx::raft::NodeRoleName(s.role));
+    out.term = static_cast<int64_t>(s.term);
+    out.leader_id = static_cast<int64_t>(s.leader.id);
+    out.leader_address = s.leader.address.host.empty() ? "" : tx::ToString(s.leader.address);
+    out.commit_index = static_cast<int64_t>(s.commit_index);
+    out.applied_index = static_cast<int64_t>(s.applied_index);
+    out.last_index = static_cast<int64_t>(s.last_index);
+    out.snapshot_index = static_cast<int64_t>(s.snapshot_index);
+    out.health = s.health.ToString();
+  }
+
+  void TransferLeadership(int64_t target, int32_t timeout_ms) override {
+    if (target <= 0 || timeout_ms <= 0 || timeout_ms > kMaxTimeoutMs) {
+      Throw(tx::Status::InvalidArgument("target or timeout out of range"));
+    }
+    tx::Status s = node_->TransferLeadership(static_cast<tx::raft::NodeId>(target),
+                                             std::chrono::milliseconds(timeout_ms));
+    if (!s.ok()) Throw(s);
+  }
+
+ private:
+  tx::raft::RaftNode* const node_;
+  AppendLog* const log_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t id = 0;
+  std::string listen, peers, data_dir, metrics_listen, log_level = "info";
+  int tick_ms = 10, election_ticks = 15, heartbeat_ticks = 3;
+  uint64_t snapshot_every = 10000;
+  bool keep_items = true;
+
+  CLI::App app{"raft_example_server: a replicated append-only list on a RaftNode."};
+  app.add_option("--id", id, "this replica's id (>= 1)")->required();
+  app.add_option("--listen", listen, "HOST:PORT for RaftService and RaftExample")->required();
+  app.add_option("--peers", peers, "ID=HOST:PORT,... of every replica, this one included")
+      ->required();
+  app.add_option("--data-dir", data_dir, "where the log, hard state and snapshot live")->required();
+  app.add_option("--tick-ms", tick_ms, "Raft tick interval")->check(CLI::Range(1, 1000));
+  app.add_option("--election-ticks", election_ticks, "election timeout in ticks")
+      ->check(CLI::Range(2, 1000));
+  app.add_option("--heartbeat-ticks", heartbeat_ticks, "heartbeat interval in ticks")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--snapshot-every", snapshot_every, "snapshot every N applied entries (0: never)");
+  app.add_option("--keep-items", keep_items,
+                 "keep the items in memory (false: only their count and checksum, for benchmarks)");
+  app.add_option("--metrics-listen", metrics_listen, "HOST:PORT for /metrics (off if empty)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
+  CLI11_PARSE(app, argc, argv);
+
+  tx::StatusOr<spdlog::level::level_enum> level = tx::ParseLogLevel(log_level);
+  if (!level.ok()) {
+    std::fprintf(stderr, "%s\n", level.status().ToString().c_str());
+    return 2;
+  }
+  if (tx::Status s = tx::InitLogging({fmt::format("raft-example-{}", id), *level, ""}); !s.ok()) {
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    return 2;
+  }
+  tx::rpc::RouteThriftLoggingToSpdlog();
+  if (tx::Status s = tx::InstallShutdownHandlers(); !s.ok()) return Fail("signal handlers", s);
+  if (tx::Status s = tx::ArmFailPointsFromEnv(); !s.ok()) return Fail("TX_FAILPOINTS", s);
+
+  tx::StatusOr<tx::HostPort> listen_at = tx::ParseHostPort(listen);
+  if (!listen_at.ok()) return Fail("--listen", listen_at.status());
+  tx::StatusOr<std::map<tx::PeerId, tx::HostPort>> peer_map = tx::ParsePeers(peers);
+  if (!peer_map.ok()) return Fail("--peers", peer_map.status());
+
+  AppendLog log(keep_items);
+  tx::raft::NodeOptions options;
+  options.id = id;
+  options.data_dir = data_dir;
+  options.peers = *peer_map;
+  options.multiplexed_service_name = "raft";
+  options.tick_interval = std::chrono::milliseconds(tick_ms);
+  options.election_timeout_ticks = election_ticks;
+  options.heartbeat_ticks = heartbeat_ticks;
+  options.snapshot_every_entries = snapshot_every;
+  tx::StatusOr<std::unique_ptr<tx::raft::RaftNode>> node =
+      tx::raft::RaftNode::Create(options, &log);
+  if (!node.ok()) return Fail("raft node", node.status());
+
+  std::unique_ptr<tx::MetricsHttpServer> metrics;
+  if (!metrics_listen.empty()) {
+    tx::StatusOr<tx::HostPort> at = tx::ParseHostPort(metrics_listen);
+    if (!at.ok()) return Fail("--metrics-listen", at.status());
+    tx::raft::RaftNode* n = node->get();
+    tx::StatusOr<std::unique_ptr<tx::MetricsHttpServer>> started = tx::MetricsHttpServer::Start(
+        *at, tx::MetricsRegistry::Default(), [n] { return n->health(); });
+    if (!started.ok()) return Fail("metrics server", started.status());
+    metrics = *std::move(started);
+  }
+
+  auto mux = std::make_shared<apache::thrift::TMultiplexedProcessor>();
+  mux->registerProcessor("raft", (*node)->processor());
+  mux->registerProcessor("example", std::make_shared<tx::raft_example::RaftExampleProcessor>(
+                                        std::make_shared<ExampleHandler>(node->get(), &log)));
+  if (tx::Status s = (*node)->Start(); !s.ok()) return Fail("start raft node", s);
+  tx::rpc::RpcServerOptions server_options;
+  server_options.name = fmt::format("raft-example-{}", id);
+  server_options.listen = *listen_at;
+  tx::StatusOr<std::unique_ptr<tx::rpc::RpcServer>> server =
+      tx::rpc::RpcServer::Start(mux, server_options);
+  if (!server.ok()) return Fail("listen", server.status());
+
+  std::printf("listening on %s\n", tx::ToString((*server)->address()).c_str());
+  std::fflush(stdout);
+
+  tx::ShutdownSignal::Process().Wait();
+  spdlog::info("shutting down: {}", tx::ShutdownSignal::Process().reason());
+  (*server)->Stop();
+  (*node)->Stop();
+  if (metrics) metrics->Stop();
+  spdlog::shutdown();
+  return 0;
+}

@@ -1,0 +1,127 @@
+// The sending half of the Raft transport: one sender thread per peer with a bounded queue, and
+// the address book that says where each peer listens. (The receiving half is RaftService,
+// served by the node; see node.cc.)
+//
+// Send() sorts messages into their peers' queues and returns at once. A peer's sender thread
+// takes everything queued (up to max_batch_bytes / kMaxMessagesPerBatch), converts it to one
+// MessageBatch and delivers it with one RPC over a pooled connection (connect/recv timeouts,
+// reconnect with jittered back-off: common/rpc/client.h). While that RPC is in flight new
+// messages queue up and leave together in the next batch, which is how proposals from many
+// threads end up in shared AppendEntries on a busy leader and how a busy follower's
+// acknowledgements are coalesced.
+//
+// Loss is normal: a message to a peer with no known address, a message that finds the peer's
+// queue over max_queue_bytes, and a batch whose RPC fails are dropped and counted; Raft
+// retransmits what matters (heartbeats, probes, snapshot rewinds).
+//
+// Fault injection (txchaos): per-peer blocks in either direction and a TransportFaultHook
+// consulted for every outgoing message (drop, delay, duplicate). When no fault is configured the
+// only cost is one relaxed atomic load per batch.
+//
+// Thread-safe. Messages handed to Send() by one thread, or by several threads serialized by a
+// lock held across their Send() calls, keep their order per peer (except delayed ones).
+
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "common/net.h"
+#include "common/rpc/client.h"
+#include "raft/core/message.h"
+#include "raft/node/node.h"
+
+namespace tx::raft {
+
+struct TransportOptions {
+  NodeId self = kNoNode;
+  HostPort advertise;        // sent with every batch
+  std::string service_name;  // non-empty: peers serve RaftService multiplexed under it
+  rpc::RpcClientOptions client;
+  uint64_t max_queue_bytes = 64 << 20;
+  uint64_t max_batch_bytes = 4 << 20;
+  Clock* clock = Clock::Real();
+  MetricsRegistry* metrics = MetricsRegistry::Default();
+};
+
+class Transport {
+ public:
+  explicit Transport(TransportOptions options);
+  ~Transport();  // Stop()
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  // Drops whatever is queued and joins the sender threads. Idempotent; Send() afterwards drops.
+  void Stop();
+
+  // Sets (replaces) the address of `peer`; its sender reconnects there.
+  void SetAddress(NodeId peer, const HostPort& address);
+  // Sets the address only if none is known (addresses learned from incoming batches).
+  void LearnAddress(NodeId peer, const HostPort& address);
+  void ForgetAddress(NodeId peer);
+  std::optional<HostPort> Address(NodeId peer) const;
+  std::map<NodeId, HostPort> Addresses() const;
+
+  // Queues each message for its peer (m.to). Never blocks on the network.
+  void Send(std::vector<Message> messages);
+
+  // Fault injection.
+  void Block(NodeId peer, bool outgoing, bool incoming);
+  void Unblock(NodeId peer, bool outgoing, bool incoming);
+  void UnblockAll();
+  void SetFaultHook(std::shared_ptr<TransportFaultHook> hook);
+  bool IncomingBlocked(NodeId peer) const;
+
+  // Messages queued to `peer` and not yet sent (tests, metrics).
+  size_t QueuedMessages(NodeId peer) const;
+
+ private:
+  class PeerSender;
+  friend class PeerSender;
+
+  struct Counters {
+    Counter* batches_sent = nullptr;
+    Counter* messages_sent = nullptr;
+    Counter* send_failures = nullptr;
+    Counter* dropped_no_address = nullptr;
+    Counter* dropped_queue_full = nullptr;
+    Counter* dropped_send_failed = nullptr;
+    Counter* dropped_fault = nullptr;
+  };
+
+  // Applies blocks and the hook to one batch bound for `peer`; may move messages into the
+  // sender's delay line. Called on the sender's thread.
+  void ApplyFaults(NodeId peer, std::vector<Message>* batch, PeerSender* sender);
+  void RecomputeFaultsActive();  // requires faults_mu_
+
+  const TransportOptions options_;
+  const std::string advertise_;  // options_.advertise as "host:port", sent with every batch
+  Counters counters_;
+
+  mutable std::mutex mu_;
+  std::map<NodeId, HostPort> addresses_;                   // GUARDED_BY(mu_)
+  std::map<NodeId, std::unique_ptr<PeerSender>> senders_;  // GUARDED_BY(mu_)
+  bool stopped_ = false;                                   // GUARDED_BY(mu_)
+
+  // Set while any block or hook is configured: the fast path reads only this.
+  std::atomic<bool> faults_active_{false};
+  mutable std::mutex faults_mu_;
+  std::set<NodeId> blocked_outgoing_;         // GUARDED_BY(faults_mu_)
+  std::set<NodeId> blocked_incoming_;         // GUARDED_BY(faults_mu_)
+  std::shared_ptr<TransportFaultHook> hook_;  // GUARDED_BY(faults_mu_)
+};
+
+// Approximate bytes a message occupies (payloads plus a fixed allowance), for queue and batch
+// bounds.
+uint64_t ApproximateMessageBytes(const Message& m);
+
+}  // namespace tx::raft
