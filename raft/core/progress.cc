@@ -83,6 +83,7 @@ void Progress::BecomeSnapshot(const SnapshotMetadata& meta,
   snapshot_acked_offset = 0;
   snapshot_final_sent = false;
   snapshot_recover_offset = 0;
+  snapshot_reported_offset = 0;
   snapshot_acked_since_heartbeat = true;
 }
 

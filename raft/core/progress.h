@@ -66,8 +66,8 @@ struct Progress {
   bool is_learner = false;
   // kProbe: an Append is outstanding; send nothing more until an answer or heartbeat.
   bool probe_sent = false;
-  // Heard from since the last check-quorum round (§6.2 of the dissertation).
-  bool recent_active = true;
+  // The leader's tick count when the follower last answered (check-quorum, §6.2).
+  uint64_t last_heard_tick = 0;
   // Highest ReadIndex confirmation round the follower acknowledged in this term.
   uint64_t read_seq_acked = 0;
   Inflights inflights;
@@ -75,9 +75,10 @@ struct Progress {
   // kSnapshot: the snapshot being streamed and how far.
   SnapshotMetadata snapshot;
   std::shared_ptr<const std::string> snapshot_data;
-  uint64_t snapshot_sent_offset = 0;   // next byte to send
-  uint64_t snapshot_acked_offset = 0;  // bytes the follower confirmed holding
-  bool snapshot_final_sent = false;    // the chunk with snapshot_done went out
+  uint64_t snapshot_sent_offset = 0;      // next byte to send
+  uint64_t snapshot_acked_offset = 0;     // bytes the follower confirmed holding
+  bool snapshot_final_sent = false;       // the chunk with snapshot_done went out
+  uint64_t snapshot_reported_offset = 0;  // what the latest answer said the follower holds
   // After a retransmit, no fast retransmit until acknowledgements reach this offset.
   uint64_t snapshot_recover_offset = 0;
   bool snapshot_acked_since_heartbeat = false;  // progress since the last heartbeat answer

@@ -181,6 +181,7 @@ void Raft::Reset(Term term) {
   reads_awaiting_commit_.clear();
   need_broadcast_ = false;
   uncommitted_bytes_ = 0;
+  leader_ticks_ = 0;
 }
 
 void Raft::BecomeFollower(Term term, NodeId leader) {
@@ -215,7 +216,7 @@ void Raft::BecomeLeader() {
       auto [it, inserted] = progress_.try_emplace(
           peer, log_.last_index() + 1, config_.max_inflight_msgs, config_.max_inflight_bytes);
       it->second.is_learner = list == &conf_.learners;
-      it->second.recent_active = false;
+      it->second.last_heard_tick = 0;  // the votes that elected us count as contact
     }
   }
   // §8: a no-op of the new term lets the leader learn what is committed and, once committed,
@@ -288,21 +289,18 @@ void Raft::TickElection() {
 
 void Raft::TickHeartbeat() {
   ++heartbeat_elapsed_;
-  ++election_elapsed_;
-  if (election_elapsed_ >= config_.election_timeout_ticks) {
-    election_elapsed_ = 0;
-    if (config_.check_quorum) {
-      // §6.2: a leader that has not heard from a quorum in an election timeout steps down,
-      // so clients find the real leader and the lease used to ignore votes stays sound.
-      size_t active = IsVoter(id_) ? 1 : 0;
-      for (auto& [peer, pr] : progress_) {
-        if (!pr.is_learner && pr.recent_active) ++active;
-        pr.recent_active = false;
-      }
-      if (active < Quorum()) {
-        BecomeFollower(term_, kNoNode);
-        return;
-      }
+  ++leader_ticks_;
+  if (config_.check_quorum) {
+    // §6.2: a leader that has not heard from a quorum within an election timeout steps down,
+    // so clients find the real leader and the followers' lease on votes stays sound.
+    const uint64_t timeout = static_cast<uint64_t>(config_.election_timeout_ticks);
+    size_t active = IsVoter(id_) ? 1 : 0;
+    for (const auto& [peer, pr] : progress_) {
+      if (!pr.is_learner && leader_ticks_ - pr.last_heard_tick < timeout) ++active;
+    }
+    if (active < Quorum()) {
+      BecomeFollower(term_, kNoNode);
+      return;
     }
   }
   // A transfer that did not complete within an election timeout is abandoned (§3.10).
@@ -379,8 +377,9 @@ Status Raft::Step(Message m) {
 
   if (m.term > term_) {
     bool is_vote_request = m.type == MessageType::kVote || m.type == MessageType::kPreVote;
-    if (is_vote_request && !m.leader_transfer && config_.check_quorum && leader_ != kNoNode &&
-        election_elapsed_ < config_.election_timeout_ticks) {
+    bool in_lease = role_ == Role::kLeader ||
+                    (leader_ != kNoNode && election_elapsed_ < config_.election_timeout_ticks);
+    if (is_vote_request && !m.leader_transfer && config_.check_quorum && in_lease) {
       // Leader lease (§4.2.3): we heard from a leader within the minimum election timeout, so a
       // vote request is from a node that cannot reach it; ignoring it keeps a partitioned or
       // removed node from deposing a healthy leader.
@@ -639,8 +638,9 @@ void Raft::HandleHeartbeat(const Message& m) {
 void Raft::HandleSnapshotChunk(Message& m) {
   const SnapshotMetadata& meta = m.snapshot;
   if (meta.index <= log_.commit()) {
-    // Stale or already installed: tell the leader how far we are.
-    assembly_.reset();
+    // Stale or already installed: tell the leader how far we are. A partial newer snapshot
+    // is kept (a delayed chunk of an old one once wiped it; sim seed 242).
+    if (assembly_.has_value() && assembly_->metadata.index <= log_.commit()) assembly_.reset();
     Message resp;
     resp.type = MessageType::kAppendResponse;
     resp.to = m.from;
@@ -806,7 +806,7 @@ void Raft::SendTimeoutNow(NodeId to) {
 }
 
 void Raft::HandleAppendResponse(const Message& m, Progress& pr) {
-  pr.recent_active = true;
+  pr.last_heard_tick = leader_ticks_;
   if (m.index > log_.last_index()) return;  // claims entries we never had: not from our term
   if (m.reject) {
     Index next_probe = m.reject_hint;
@@ -854,16 +854,19 @@ void Raft::HandleAppendResponse(const Message& m, Progress& pr) {
 }
 
 void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
-  pr.recent_active = true;
+  pr.last_heard_tick = leader_ticks_;
   pr.probe_sent = false;
   if (pr.state == Progress::State::kReplicate && pr.inflights.Full()) {
     pr.inflights.FreeFirstOne();  // a lost append must not stall the window for ever
   }
   if (pr.state == Progress::State::kSnapshot) {
     if (!pr.snapshot_acked_since_heartbeat) {
-      // No progress for a heartbeat interval: chunks (or the final answer) were lost; resend
-      // from the last acknowledged byte.
-      pr.snapshot_sent_offset = pr.snapshot_acked_offset;
+      // No progress for a heartbeat interval: chunks (or the final answer) were lost, or the
+      // follower lost data. Resume from what it last reported holding, which may be below
+      // what it acknowledged earlier.
+      uint64_t resume = std::min(pr.snapshot_acked_offset, pr.snapshot_reported_offset);
+      pr.snapshot_acked_offset = resume;
+      pr.snapshot_sent_offset = resume;
       pr.snapshot_final_sent = false;
     }
     pr.snapshot_acked_since_heartbeat = false;
@@ -878,7 +881,7 @@ void Raft::HandleHeartbeatResponse(const Message& m, Progress& pr) {
 }
 
 void Raft::HandleSnapshotResponse(const Message& m, Progress& pr) {
-  pr.recent_active = true;
+  pr.last_heard_tick = leader_ticks_;
   if (pr.state != Progress::State::kSnapshot || m.snapshot.index != pr.snapshot.index ||
       m.snapshot.term != pr.snapshot.term) {
     return;
@@ -888,6 +891,7 @@ void Raft::HandleSnapshotResponse(const Message& m, Progress& pr) {
   // partial snapshot move the send offset back (sim seeds 34 and 3199 grew the traffic
   // without bound when every gap answer rewound the window).
   uint64_t offset = std::min<uint64_t>(m.snapshot_offset, pr.snapshot_data->size());
+  pr.snapshot_reported_offset = m.reject ? 0 : offset;
   if (m.reject) {
     // The follower holds nothing of this snapshot (it restarted): start over, once.
     if (pr.snapshot_acked_offset == 0 && pr.snapshot_recover_offset > 0) return;
@@ -1159,6 +1163,7 @@ void Raft::ApplyConfiguration(const Configuration& conf, Index index) {
       auto [it, inserted] = progress_.try_emplace(
           peer, log_.last_index() + 1, config_.max_inflight_msgs, config_.max_inflight_bytes);
       it->second.is_learner = list == &conf_.learners;
+      if (inserted) it->second.last_heard_tick = leader_ticks_;  // a grace period to connect
     }
   }
   for (auto it = progress_.begin(); it != progress_.end();) {

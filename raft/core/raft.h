@@ -394,6 +394,7 @@ class Raft {
 
   // --- leader state ---
   std::map<NodeId, Progress> progress_;  // every member except this replica
+  uint64_t leader_ticks_ = 0;            // ticks since becoming leader
   NodeId transferee_ = kNoNode;
   int transfer_elapsed_ = 0;
   uint64_t uncommitted_bytes_ = 0;

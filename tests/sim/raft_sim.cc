@@ -307,7 +307,9 @@ Config Simulation::MakeConfig(NodeId id, bool founder) {
   c.max_inflight_msgs = static_cast<uint32_t>(rng_.Range(1, 8));
   c.max_inflight_bytes = static_cast<uint64_t>(rng_.Range(200, 5000));
   c.max_entries_bytes_per_msg = static_cast<uint64_t>(rng_.Range(40, 1000));
-  c.snapshot_chunk_bytes = static_cast<uint64_t>(rng_.Range(8, 400));
+  // Dozens of chunks per snapshot, but not so many that stop-and-wait transfers (one message
+  // in flight) outlast the liveness deadline.
+  c.snapshot_chunk_bytes = static_cast<uint64_t>(rng_.Range(32, 512));
   c.max_uncommitted_bytes = static_cast<uint64_t>(rng_.Range(1000, 20000));
   c.max_pending_reads = 64;
   c.pre_vote = pre_vote_;
