@@ -326,10 +326,17 @@ void ParticipantImpl::FinishLocked(Txn& txn, Finished finished) {
   if (finished.state == TxnState::kAborted) {
     aborts_->WithLabels({std::string(ErrorCodeName(finished.code))})->Increment();
   }
+  {
+    std::lock_guard<std::mutex> lock(txns_mu_);
+    txns_.erase(txn.id);
+  }
+  Remember(txn.id, std::move(finished));
+}
+
+void ParticipantImpl::Remember(TxId txid, Finished finished) {
   std::lock_guard<std::mutex> lock(txns_mu_);
-  txns_.erase(txn.id);
-  finished_[txn.id] = std::move(finished);
-  finished_order_.push_back(txn.id);
+  auto [it, inserted] = finished_.insert_or_assign(txid, std::move(finished));
+  if (inserted) finished_order_.push_back(txid);
   while (finished_order_.size() > options().max_remembered_outcomes) {
     finished_.erase(finished_order_.front());
     finished_order_.pop_front();
@@ -657,6 +664,14 @@ Result<> ParticipantImpl::Abort(TxId txid) {
     if (f.has_value() && f->state == TxnState::kCommitted && !f->read_only) {
       return Error{ErrorCode::kWrongState,
                    fmt::format("transaction {} has committed; it cannot abort", txid)};
+    }
+    if (!f.has_value()) {
+      // Unknown: presumed abort. Remember it, so that a late Execute (overtaken by this
+      // Abort) is refused instead of beginning an orphan that would hold locks until its
+      // idle timeout.
+      Finished aborted;
+      aborted.reason = "aborted before it began here";
+      Remember(txid, std::move(aborted));
     }
     return Unit{};  // aborted, read-only, or unknown: presumed abort
   }

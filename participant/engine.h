@@ -75,6 +75,8 @@ class ParticipantImpl final : public Participant {
   void FinishLocked(Txn& txn, Finished finished);
   // Aborts and returns the error to report. Requires txn.mu.
   Error AbortLocked(Txn& txn, ErrorCode code, std::string reason);
+  // Adds to the bounded in-memory record of finished transactions.
+  void Remember(TxId txid, Finished finished);
   Error FinishedError(TxId txid, const Finished& f);
   TxnStatus StatusOf(Txn& txn);
   void Touch(Txn& txn);

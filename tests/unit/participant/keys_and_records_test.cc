@@ -1,5 +1,6 @@
 // Lock key encoding and the prepared record's BLOB codecs.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "participant/lock_keys.h"
@@ -14,7 +15,7 @@ TableInfo Table(std::string name, std::vector<KeyCollation> pk_collations) {
   t.has_primary_key = true;
   t.primary_key.name = "pk";
   for (size_t i = 0; i < pk_collations.size(); ++i) {
-    t.columns.push_back("c" + std::to_string(i));
+    t.columns.push_back(fmt::format("c{}", i));
     t.primary_key.columns.push_back(static_cast<int>(i));
     t.primary_key.collations.push_back(pk_collations[i]);
   }

@@ -380,6 +380,15 @@ TEST_F(ParticipantTest, UnknownTransactionsFollowPresumedAbort) {
   EXPECT_EQ(TxnState::kUnknown, p_->GetStatus(45).value().state);
 }
 
+TEST_F(ParticipantTest, ExecuteOvertakenByItsAbortIsRefused) {
+  // The coordinator gave up on 9 and aborted it everywhere; its Execute arrives late.
+  ASSERT_TRUE(p_->Abort(9).ok());
+  auto r = Exec(9, "UPDATE accounts SET balance = 0 WHERE id = 1");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorCode::kAborted, r.error().code);
+  MustExec(10, "UPDATE accounts SET balance = 0 WHERE id = 1");  // no orphan holds the row
+}
+
 TEST_F(ParticipantTest, CommitAndAbortAnswerTheRecordedOutcomeAfterARestart) {
   MustExec(1, "UPDATE accounts SET balance = 1 WHERE id = 1");
   MustCommit(1);
