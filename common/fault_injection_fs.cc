@@ -35,6 +35,17 @@ class FaultInjectionWritableFile final : public WritableFile {
     return Status::OK();
   }
 
+  Status Preallocate(uint64_t size_bytes) override {
+    TX_RETURN_IF_ERROR(fs_->InjectedFailure(FaultInjectionFileSystem::Op::kAppend));
+    // Preallocation takes disk space like a write, but all of it or nothing.
+    uint64_t wanted = size_bytes > base_->Size() ? size_bytes - base_->Size() : 0;
+    if (!fs_->ReserveSpaceExactly(wanted)) {
+      return Status::NoSpace(
+          fmt::format("fallocate {}: No space left on device (injected)", path_));
+    }
+    return base_->Preallocate(size_bytes);
+  }
+
   Status Close() override { return base_->Close(); }
   uint64_t Size() const override { return base_->Size(); }
 
@@ -91,6 +102,14 @@ uint64_t FaultInjectionFileSystem::ReserveSpace(uint64_t wanted) {
   uint64_t granted = std::min(wanted, *space_left_);
   *space_left_ -= granted;
   return granted;
+}
+
+bool FaultInjectionFileSystem::ReserveSpaceExactly(uint64_t wanted) {
+  std::lock_guard lock(mu_);
+  if (!space_left_) return true;
+  if (*space_left_ < wanted) return false;
+  *space_left_ -= wanted;
+  return true;
 }
 
 void FaultInjectionFileSystem::OnSynced(const std::string& path, uint64_t size) {

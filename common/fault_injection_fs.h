@@ -70,6 +70,8 @@ class FaultInjectionFileSystem final : public FileSystem {
   Status InjectedFailure(Op op) const;
   // How many of `wanted` bytes the space limit lets through.
   uint64_t ReserveSpace(uint64_t wanted);
+  // All of `wanted` or nothing (false).
+  bool ReserveSpaceExactly(uint64_t wanted);
   void OnSynced(const std::string& path, uint64_t size);
   void OnSizeChanged(const std::string& path, uint64_t size);
 

@@ -65,6 +65,16 @@ class PosixWritableFile final : public WritableFile {
     return Status::OK();
   }
 
+  Status Preallocate(uint64_t size_bytes) override {
+    if (size_bytes <= size_) return Status::OK();
+    int r = RetryOnEintr([&] { return ::fallocate(fd_, 0, 0, static_cast<off_t>(size_bytes)); });
+    if (r < 0) {
+      if (errno == EOPNOTSUPP || errno == ENOSYS) return Status::OK();  // e.g. tmpfs on old kernels
+      return Status::FromErrno(errno, fmt::format("fallocate {} to {} bytes", path_, size_bytes));
+    }
+    return Status::OK();
+  }
+
   Status Close() override {
     if (fd_ < 0) return Status::OK();
     int r = ::close(fd_);

@@ -37,10 +37,18 @@ class WritableFile {
   // Not durable until Sync().
   virtual Status Truncate(uint64_t size) = 0;
 
+  // Reserves disk blocks for bytes [0, size_bytes) and makes the file that long (zeros past the
+  // data), without moving the append position: later appends overwrite allocated space, so an
+  // fdatasync need not also commit a change of file size, and a full disk shows up here rather
+  // than in the middle of a write. NoSpace if the disk is full. OK and no effect where the file
+  // system cannot preallocate.
+  virtual Status Preallocate(uint64_t size_bytes) = 0;
+
   // Closes the handle. Does not sync.
   virtual Status Close() = 0;
 
-  // Bytes in the file as seen through this handle.
+  // Bytes appended (or kept by Truncate) through this handle: the append position. A
+  // preallocated file is longer on disk.
   virtual uint64_t Size() const = 0;
 };
 

