@@ -70,14 +70,15 @@ StatusOr<std::unique_ptr<Storage>> Storage::Open(const StorageOptions& options,
       TX_ASSIGN_OR_RETURN(std::vector<wal::Record> at, wal->Read(snap_index, snap_index + 1));
       TX_ASSIGN_OR_RETURN(Entry e,
                           node_format::DecodeEntryRecord(snap_index, at[0].type, at[0].payload));
-      if (e.term != recovered->snapshot.term && last > snap_index) {
+      if (e.term != recovered->snapshot.term) {
         // A crash came between storing a snapshot received from the leader and discarding the
-        // log it replaces: what follows the snapshot index is from that older log.
+        // log it replaces: the WAL holds that older log. Entry snap_index goes too, or the
+        // mismatch would be found again at the next start, after new entries were appended.
         spdlog::warn(
-            "raft storage {}: WAL entry {} has term {} but the snapshot there has term "
-            "{}; dropping WAL entries {}..{} that the snapshot replaced",
-            options.dir, snap_index, e.term, recovered->snapshot.term, snap_index + 1, last);
-        TX_RETURN_IF_ERROR(wal->TruncateSuffix(snap_index + 1));
+            "raft storage {}: WAL entry {} has term {} but the snapshot there has term {}; "
+            "dropping WAL entries {}..{} that the snapshot replaced",
+            options.dir, snap_index, e.term, recovered->snapshot.term, snap_index, last);
+        TX_RETURN_IF_ERROR(wal->TruncateSuffix(snap_index));
       }
     } else if (first > snap_index + 1) {
       return Status::Corruption(

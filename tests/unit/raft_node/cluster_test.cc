@@ -1,0 +1,564 @@
+// A single-process cluster: three (sometimes four) RaftNodes in this test process, each with its
+// own data directory, metrics registry and Thrift server on loopback, talking real Thrift.
+// Elections, proposals from many threads, snapshots and catch-up, membership, leadership
+// transfer, ReadIndex, partitions and bad input. Every wait polls with a deadline.
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "RaftService.h"
+#include "common/rpc/client.h"
+#include "raft/node/example/append_log.h"
+#include "raft/node/node.h"
+#include "tests/support/temp_dir.h"
+
+namespace tx::raft {
+namespace {
+
+using namespace std::chrono_literals;
+using example::AppendLog;
+
+#ifdef TX_SANITIZE_BUILD
+constexpr int kScale = 4;  // sanitizers are several times slower: fewer proposals
+#else
+constexpr int kScale = 1;
+#endif
+
+template <typename Pred>
+bool PollUntil(Pred pred, std::chrono::milliseconds timeout = 15s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+// A port the kernel considers free right now (bind to port 0, read it back, close). Another
+// process could take it before we bind again; on a test machine that is rare enough.
+uint16_t FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  TX_CHECK(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  TX_CHECK(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  TX_CHECK(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class Cluster {
+ public:
+  struct Member {
+    NodeId id = kNoNode;
+    HostPort address;
+    std::unique_ptr<testing::TempDir> dir;
+    std::unique_ptr<MetricsRegistry> metrics;
+    std::unique_ptr<AppendLog> log;
+    std::unique_ptr<RaftNode> node;
+  };
+
+  explicit Cluster(int n, std::function<void(NodeOptions&)> tweak = {}) : tweak_(std::move(tweak)) {
+    for (int i = 1; i <= n; ++i) {
+      Member m;
+      m.id = static_cast<NodeId>(i);
+      m.address = {"127.0.0.1", FreePort()};
+      m.dir = std::make_unique<testing::TempDir>();
+      members_[m.id] = std::move(m);
+    }
+    for (auto& [id, m] : members_) founders_[id] = m.address;
+    for (auto& [id, m] : members_) Start(id);
+  }
+
+  ~Cluster() {
+    for (auto& [id, m] : members_) {
+      if (m.node) m.node->Stop();
+    }
+  }
+
+  // Creates and starts a node for `id` (again, after Stop, on the same data directory).
+  void Start(NodeId id, bool join = false) {
+    Member& m = members_[id];
+    NodeOptions o;
+    o.id = id;
+    o.data_dir = m.dir->path();
+    o.peers = founders_;
+    if (join) {
+      o.join = true;
+      o.peers = {{id, m.address}};
+    }
+    o.listen = m.address;
+    o.tick_interval = 10ms;
+    o.election_timeout_ticks = 10;
+    o.heartbeat_ticks = 2;
+    o.random_seed = 1000 + id;
+    m.metrics = std::make_unique<MetricsRegistry>();
+    o.metrics = m.metrics.get();
+    if (tweak_) tweak_(o);
+    m.log = std::make_unique<AppendLog>();
+    StatusOr<std::unique_ptr<RaftNode>> node = RaftNode::Create(o, m.log.get());
+    TX_CHECK(node.ok(), "{}", node.status().ToString());
+    m.node = std::move(node).value();
+    Status s = m.node->Start();
+    TX_CHECK(s.ok(), "{}", s.ToString());
+  }
+
+  // Adds a member that is not a founder (for membership tests); it starts with no
+  // configuration.
+  NodeId AddJoiner() {
+    Member m;
+    m.id = static_cast<NodeId>(members_.size() + 1);
+    m.address = {"127.0.0.1", FreePort()};
+    m.dir = std::make_unique<testing::TempDir>();
+    NodeId id = m.id;
+    members_[id] = std::move(m);
+    Start(id, /*join=*/true);
+    return id;
+  }
+
+  void Stop(NodeId id) {
+    Member& m = members_.at(id);
+    m.node->Stop();
+    m.node.reset();
+  }
+
+  RaftNode* node(NodeId id) { return members_.at(id).node.get(); }
+  AppendLog* log(NodeId id) { return members_.at(id).log.get(); }
+  const HostPort& address(NodeId id) { return members_.at(id).address; }
+  MetricsRegistry* metrics(NodeId id) { return members_.at(id).metrics.get(); }
+  std::vector<NodeId> running() const {
+    std::vector<NodeId> out;
+    for (const auto& [id, m] : members_) {
+      if (m.node) out.push_back(id);
+    }
+    return out;
+  }
+
+  // Waits for exactly one running leader that every running member (of `among`, default all)
+  // agrees on; returns it or kNoNode.
+  NodeId WaitForLeader(std::vector<NodeId> among = {}, std::chrono::milliseconds timeout = 15s) {
+    if (among.empty()) among = running();
+    NodeId leader = kNoNode;
+    bool ok = PollUntil(
+        [&] {
+          std::set<NodeId> views;
+          NodeId self_leader = kNoNode;
+          for (NodeId id : among) {
+            NodeStatus s = node(id)->GetStatus();
+            views.insert(s.leader.id);
+            if (s.role == NodeRole::kLeader) {
+              if (self_leader != kNoNode) return false;
+              self_leader = id;
+            }
+          }
+          if (views.size() != 1 || self_leader == kNoNode || *views.begin() != self_leader) {
+            return false;
+          }
+          leader = self_leader;
+          return true;
+        },
+        timeout);
+    return ok ? leader : kNoNode;
+  }
+
+  // Proposes until accepted by whoever leads (following hints); returns the result.
+  ProposalResult ProposeAnywhere(const std::string& item, std::chrono::milliseconds timeout = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    ProposalResult r;
+    while (std::chrono::steady_clock::now() < deadline) {
+      for (NodeId id : running()) {
+        r = node(id)->Propose(item, 2s);
+        if (r.status.ok()) return r;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    return r;
+  }
+
+  bool WaitConverged(std::vector<NodeId> ids, uint64_t size, std::chrono::milliseconds t = 15s) {
+    return PollUntil(
+        [&] {
+          uint64_t checksum = log(ids[0])->checksum();
+          for (NodeId id : ids) {
+            if (log(id)->size() != size || log(id)->checksum() != checksum) return false;
+          }
+          return true;
+        },
+        t);
+  }
+
+ private:
+  std::function<void(NodeOptions&)> tweak_;
+  std::map<NodeId, HostPort> founders_;
+  std::map<NodeId, Member> members_;
+};
+
+// The value of one series in the registry's text rendering, e.g.
+// SeriesValue(r, "tx_raft_snapshots_total{node=\"3\",kind=\"installed\"}"); -1 if absent.
+double SeriesValue(MetricsRegistry* registry, const std::string& series) {
+  std::string text = "\n" + registry->RenderText();
+  size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+TEST(RaftNodeCluster, ElectsOneLeaderAndAppliesProposalsFromManyThreadsInOneOrder) {
+  Cluster c(3);
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  const int kThreads = 8;
+  const int kPerThread = 60 / kScale;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::set<uint64_t> positions;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        ProposalResult r = c.node(leader)->Propose(fmt::format("t{}-{}", t, i), 10s);
+        if (!r.status.ok()) {
+          ++failures;
+          continue;
+        }
+        StatusOr<example::ApplyResult> a = example::DecodeApplyResult(r.result);
+        ASSERT_TRUE(a.ok());
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(positions.insert(a->position).second) << "position given twice";
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(0, failures.load());
+  const uint64_t total = kThreads * kPerThread;
+  EXPECT_EQ(total, positions.size());
+  ASSERT_TRUE(c.WaitConverged({1, 2, 3}, total));
+  // Same order everywhere, and each thread's own proposals in the order it made them.
+  AppendLog::View v1 = c.log(1)->Read(0, total);
+  for (NodeId id : {2, 3}) EXPECT_EQ(v1.items, c.log(id)->Read(0, total).items);
+  std::map<int, int> next;
+  for (const std::string& item : v1.items) {
+    int t = 0, i = 0;
+    ASSERT_EQ(2, std::sscanf(item.c_str(), "t%d-%d", &t, &i));
+    EXPECT_EQ(next[t]++, i) << item;
+  }
+  // Group commit: concurrent proposals share WAL writes and fdatasyncs on the leader.
+  const std::string node = fmt::format("{{node=\"{}\"}}", leader);
+  double persisted = SeriesValue(c.metrics(leader), "tx_raft_entries_persisted_total" + node);
+  double fsyncs = SeriesValue(c.metrics(leader), "tx_raft_fsync_seconds_count" + node);
+  EXPECT_GE(persisted, static_cast<double>(total));
+  EXPECT_GT(fsyncs, 0);
+  EXPECT_LT(fsyncs, persisted) << "every entry paid its own fdatasync";
+}
+
+TEST(RaftNodeCluster, FollowerRefusesProposalNamingTheLeaderAndItsAddress) {
+  Cluster c(3);
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  NodeId follower = leader == 1 ? 2 : 1;
+  ProposalResult r = c.node(follower)->Propose("x", 1s);
+  EXPECT_TRUE(r.status.IsUnavailable()) << r.status.ToString();
+  EXPECT_TRUE(r.not_leader);
+  EXPECT_EQ(leader, r.leader.id);
+  EXPECT_EQ(c.address(leader), r.leader.address);
+  EXPECT_EQ(0u, r.index);
+}
+
+TEST(RaftNodeCluster, ReadBarrierOnAFollowerSeesEveryEarlierWrite) {
+  Cluster c(3);
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  NodeId follower = leader == 3 ? 2 : 3;
+  for (int round = 0; round < 10; ++round) {
+    ASSERT_TRUE(c.node(leader)->Propose("w" + std::to_string(round), 5s).status.ok());
+    ASSERT_TRUE(c.node(follower)->ReadBarrier(5s).ok());
+    EXPECT_EQ(static_cast<uint64_t>(round + 1), c.log(follower)->size());
+  }
+}
+
+TEST(RaftNodeCluster, LaggingFollowerCatchesUpFromASnapshot) {
+  Cluster c(3, [](NodeOptions& o) { o.snapshot_every_entries = 20; });
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  NodeId lagging = leader == 3 ? 1 : 3;
+  ASSERT_TRUE(c.ProposeAnywhere("before").status.ok());
+  c.Stop(lagging);
+  const int n = 120 / kScale;
+  for (int i = 0; i < n; ++i)
+    ASSERT_TRUE(c.node(leader)->Propose(std::to_string(i), 5s).status.ok());
+  NodeStatus st = c.node(leader)->GetStatus();
+  EXPECT_GT(st.snapshot_index, 20u);
+  EXPECT_GT(st.first_index, 2u) << "the leader compacted the entries the follower misses";
+  c.Start(lagging);
+  std::vector<NodeId> all = {1, 2, 3};
+  ASSERT_TRUE(c.WaitConverged(all, n + 1)) << "follower did not catch up";
+  EXPECT_EQ(c.log(leader)->Read(0, n + 1).items, c.log(lagging)->Read(0, n + 1).items);
+  EXPECT_GE(SeriesValue(
+                c.metrics(lagging),
+                fmt::format("tx_raft_snapshots_total{{node=\"{}\",kind=\"installed\"}}", lagging)),
+            1);
+}
+
+TEST(RaftNodeCluster, RestartedClusterRecoversEveryAppliedEntry) {
+  auto tweak = [](NodeOptions& o) { o.snapshot_every_entries = 15; };
+  Cluster c(3, tweak);
+  ASSERT_NE(kNoNode, c.WaitForLeader());
+  const int n = 40 / kScale;
+  for (int i = 0; i < n; ++i) ASSERT_TRUE(c.ProposeAnywhere("r" + std::to_string(i)).status.ok());
+  ASSERT_TRUE(c.WaitConverged({1, 2, 3}, n));
+  for (NodeId id : {1, 2, 3}) c.Stop(id);
+  for (NodeId id : {1, 2, 3}) c.Start(id);
+  ASSERT_NE(kNoNode, c.WaitForLeader());
+  // The first commit of the new term lets every replica apply what its log holds again.
+  ASSERT_TRUE(c.ProposeAnywhere("after").status.ok());
+  ASSERT_TRUE(c.WaitConverged({1, 2, 3}, n + 1));
+  AppendLog::View v = c.log(1)->Read(0, n + 1);
+  for (int i = 0; i < n; ++i) EXPECT_EQ("r" + std::to_string(i), v.items[i]);
+  EXPECT_EQ("after", v.items[n]);
+}
+
+TEST(RaftNodeCluster, TransferLeadershipHandsOverToTheTarget) {
+  Cluster c(3);
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  ASSERT_TRUE(c.node(leader)->Propose("x", 5s).status.ok());
+  NodeId target = leader % 3 + 1;
+  Status s = c.node(leader)->TransferLeadership(target, 5s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(target, c.WaitForLeader());
+  EXPECT_TRUE(c.node(target)->Propose("y", 5s).status.ok());
+}
+
+TEST(RaftNodeCluster, LearnerJoinsCatchesUpIsPromotedAndAVoterIsRemoved) {
+  Cluster c(3, [](NodeOptions& o) { o.snapshot_every_entries = 10; });
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  for (int i = 0; i < 25; ++i)
+    ASSERT_TRUE(c.node(leader)->Propose("m" + std::to_string(i), 5s).status.ok());
+  NodeId joiner = c.AddJoiner();
+  Status s = c.node(leader)->AddLearner(joiner, c.address(joiner), 10s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_TRUE(c.WaitConverged({leader, joiner}, 25)) << "learner did not catch up";
+  s = Status::FailedPrecondition("not tried");
+  ASSERT_TRUE(PollUntil([&] {
+    s = c.node(leader)->PromoteLearner(joiner, 5s);
+    return s.code() != Status::Code::kFailedPrecondition;
+  }));
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  NodeStatus st = c.node(leader)->GetStatus();
+  EXPECT_EQ((std::vector<NodeId>{1, 2, 3, 4}), st.voters);
+  EXPECT_TRUE(st.learners.empty());
+  ASSERT_TRUE(PollUntil([&] {
+    for (const PeerStatus& p : c.node(leader)->GetStatus().peers) {
+      if (p.id == joiner) return p.match_index > 0 && p.address == c.address(joiner);
+    }
+    return false;
+  }));
+  NodeId removed = leader == 3 ? 2 : 3;
+  s = c.node(leader)->RemoveNode(removed, 10s);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  c.Stop(removed);
+  ASSERT_TRUE(c.node(leader)->Propose("after-remove", 5s).status.ok());
+  NodeId other_old = 6 - leader - removed;  // the founder that is neither leader nor removed
+  ASSERT_TRUE(c.WaitConverged({leader, other_old, joiner}, 26));
+  // Voters are now {leader, other_old, joiner}: with other_old stopped, the leader and the new
+  // voter are still a majority, so commits go on only if the joiner's votes count.
+  c.Stop(other_old);
+  ProposalResult r = c.node(leader)->Propose("quorum-with-joiner", 5s);
+  EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  ASSERT_TRUE(c.WaitConverged({leader, joiner}, 27));
+}
+
+TEST(RaftNodeCluster, IsolatedLeaderStepsDownAndTheMajorityElectsANewOne) {
+  Cluster c(3);
+  NodeId old_leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, old_leader);
+  for (NodeId id : {1, 2, 3}) {
+    if (id != old_leader) c.node(old_leader)->BlockPeer(id, RaftNode::Direction::kBoth);
+  }
+  std::vector<NodeId> majority;
+  for (NodeId id : {1, 2, 3}) {
+    if (id != old_leader) majority.push_back(id);
+  }
+  NodeId new_leader = c.WaitForLeader(majority);
+  ASSERT_NE(kNoNode, new_leader);
+  EXPECT_NE(old_leader, new_leader);
+  ASSERT_TRUE(PollUntil([&] { return !c.node(old_leader)->is_leader(); }))
+      << "check-quorum did not depose the isolated leader";
+  ASSERT_TRUE(c.node(new_leader)->Propose("in-majority", 5s).status.ok());
+  c.node(old_leader)->UnblockAllPeers();
+  EXPECT_EQ(new_leader, c.WaitForLeader());
+  ASSERT_TRUE(c.WaitConverged({1, 2, 3}, 1));
+}
+
+TEST(RaftNodeCluster, ProposalOverwrittenByANewLeaderIsAborted) {
+  Cluster c(3);
+  NodeId old_leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, old_leader);
+  for (NodeId id : {1, 2, 3}) {
+    if (id != old_leader) c.node(old_leader)->BlockPeer(id, RaftNode::Direction::kBoth);
+  }
+  std::promise<ProposalResult> doomed;
+  c.node(old_leader)
+      ->ProposeAsync("doomed", std::chrono::steady_clock::now() + 30s,
+                     [&](ProposalResult r) { doomed.set_value(std::move(r)); });
+  std::vector<NodeId> majority;
+  for (NodeId id : {1, 2, 3}) {
+    if (id != old_leader) majority.push_back(id);
+  }
+  NodeId new_leader = c.WaitForLeader(majority);
+  ASSERT_NE(kNoNode, new_leader);
+  ASSERT_TRUE(c.node(new_leader)->Propose("winner", 5s).status.ok());
+  ASSERT_TRUE(c.node(new_leader)->Propose("winner2", 5s).status.ok());
+  c.node(old_leader)->UnblockAllPeers();
+  auto future = doomed.get_future();
+  ASSERT_EQ(std::future_status::ready, future.wait_for(20s));
+  ProposalResult r = future.get();
+  EXPECT_EQ(Status::Code::kAborted, r.status.code()) << r.status.ToString();
+  ASSERT_TRUE(c.WaitConverged({1, 2, 3}, 2));
+  EXPECT_EQ((std::vector<std::string>{"winner", "winner2"}), c.log(old_leader)->Read(0, 10).items);
+}
+
+TEST(RaftNodeCluster, ProposalWithoutAQuorumTimesOutAndFullQueueIsRefused) {
+  Cluster c(3, [](NodeOptions& o) {
+    o.max_pending_proposals = 3;
+    o.election_timeout_ticks = 100;  // keep the isolated leader in office for the test
+  });
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  for (NodeId id : {1, 2, 3}) {
+    if (id != leader) c.node(leader)->BlockPeer(id, RaftNode::Direction::kBoth);
+  }
+  std::vector<std::promise<ProposalResult>> results(3);
+  for (int i = 0; i < 3; ++i) {
+    c.node(leader)->ProposeAsync("p" + std::to_string(i), std::chrono::steady_clock::now() + 300ms,
+                                 [&, i](ProposalResult r) { results[i].set_value(std::move(r)); });
+  }
+  ProposalResult over = c.node(leader)->Propose("one-too-many", 300ms);
+  EXPECT_EQ(Status::Code::kResourceExhausted, over.status.code()) << over.status.ToString();
+  for (auto& p : results) {
+    auto f = p.get_future();
+    ASSERT_EQ(std::future_status::ready, f.wait_for(10s));
+    ProposalResult r = f.get();
+    EXPECT_TRUE(r.status.IsTimedOut()) << r.status.ToString();
+    EXPECT_GT(r.index, 0u);
+  }
+}
+
+// Duplicates every message and drops some: Raft must still converge on one log.
+class DuplicateAndDropHook final : public TransportFaultHook {
+ public:
+  FaultDecision OnSend(NodeId, NodeId, MessageType) override {
+    uint64_t n = count_.fetch_add(1);
+    if (n % 7 == 3) return FaultDecision::Drop();
+    if (n % 5 == 1) return FaultDecision::Delay(std::chrono::milliseconds(n % 20));
+    return FaultDecision::Duplicate();
+  }
+  uint64_t count() const { return count_.load(); }
+
+ private:
+  std::atomic<uint64_t> count_{0};
+};
+
+TEST(RaftNodeCluster, ConvergesWhenTheFaultHookDropsDelaysAndDuplicates) {
+  Cluster c(3);
+  ASSERT_NE(kNoNode, c.WaitForLeader());
+  auto hook = std::make_shared<DuplicateAndDropHook>();
+  for (NodeId id : {1, 2, 3}) c.node(id)->SetFaultHook(hook);
+  const int n = 40 / kScale;
+  for (int i = 0; i < n; ++i) {
+    ProposalResult r = c.ProposeAnywhere("f" + std::to_string(i), 20s);
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  }
+  EXPECT_GT(hook->count(), 0u);
+  for (NodeId id : {1, 2, 3}) c.node(id)->SetFaultHook(nullptr);
+  ASSERT_TRUE(c.WaitConverged({1, 2, 3}, n));
+}
+
+TEST(RaftNodeCluster, MalformedBatchesAreRefusedAndTheNodeKeepsServing) {
+  Cluster c(3);
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  NodeId target = leader == 1 ? 2 : 1;
+  rpc::ClientPool<raft_api::RaftServiceClient> pool(c.address(target));
+  auto deliver = [&](raft_api::MessageBatch b) -> std::string {
+    std::string error;
+    Status s = pool.Call([&](raft_api::RaftServiceClient& client) {
+      try {
+        client.Deliver(b);
+      } catch (const raft_api::RaftError& e) {
+        error = e.message;
+      }
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return error;
+  };
+  raft_api::MessageBatch b;
+  b.from_node = static_cast<int64_t>(leader);
+  b.to_node = static_cast<int64_t>(target);
+  raft_api::Message hb;
+  hb.type = raft_api::MessageType::HEARTBEAT;
+  hb.from_node = b.from_node;
+  hb.to_node = b.to_node;
+  hb.term = 1;
+
+  raft_api::MessageBatch neg = b;
+  neg.messages = {hb};
+  neg.messages[0].term = -7;
+  EXPECT_NE("", deliver(neg));
+
+  raft_api::MessageBatch wrong = b;
+  wrong.to_node = 99;
+  EXPECT_NE("", deliver(wrong));
+
+  // A heartbeat from the current leader's id with a commit index far beyond the log: the core
+  // would CHECK-fail on it, so the node must refuse it first.
+  raft_api::MessageBatch absurd = b;
+  absurd.messages = {hb};
+  absurd.messages[0].term = static_cast<int64_t>(c.node(target)->GetStatus().term);
+  absurd.messages[0].commit = 1'000'000;
+  EXPECT_NE("", deliver(absurd));
+
+  raft_api::MessageBatch bad_type = b;
+  bad_type.messages = {hb};
+  bad_type.messages[0].type = static_cast<raft_api::MessageType::type>(77);
+  EXPECT_NE("", deliver(bad_type));
+
+  EXPECT_EQ(leader, c.WaitForLeader());
+  EXPECT_TRUE(c.node(leader)->Propose("still-serving", 5s).status.ok());
+  ASSERT_TRUE(c.WaitConverged({1, 2, 3}, 1));
+}
+
+TEST(RaftNodeCluster, StopFailsWaitingProposalsWithCancelled) {
+  Cluster c(3, [](NodeOptions& o) { o.election_timeout_ticks = 100; });
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  for (NodeId id : {1, 2, 3}) {
+    if (id != leader) c.node(leader)->BlockPeer(id, RaftNode::Direction::kBoth);
+  }
+  std::promise<ProposalResult> p;
+  c.node(leader)->ProposeAsync("never", std::chrono::steady_clock::now() + 60s,
+                               [&](ProposalResult r) { p.set_value(std::move(r)); });
+  c.node(leader)->Stop();
+  auto f = p.get_future();
+  ASSERT_EQ(std::future_status::ready, f.wait_for(10s));
+  EXPECT_EQ(Status::Code::kCancelled, f.get().status.code());
+  EXPECT_TRUE(c.node(leader)->Propose("after-stop", 1s).status.IsUnavailable());
+}
+
+}  // namespace
+}  // namespace tx::raft
