@@ -421,12 +421,6 @@ Status Raft::Step(Message m) {
     if (role_ != Role::kFollower) BecomeFollower(term_, m.from);
     election_elapsed_ = 0;
     NoteLeader(m.from, m.type);
-    if (assembly_.has_value() &&
-        assembly_->data.size() + m.snapshot_data.size() > config_.max_snapshot_bytes) {
-      assembly_.reset();
-      return Status::InvalidArgument(fmt::format("snapshot from {} grows beyond the {} byte limit",
-                                                 m.from, config_.max_snapshot_bytes));
-    }
     HandleSnapshotChunk(m);
     return Status::OK();
   }
