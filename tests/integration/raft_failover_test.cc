@@ -1,0 +1,241 @@
+// The real-process Raft test: three raft_example_server processes on loopback (real Thrift,
+// real WAL files, real fdatasync), a stream of proposals from several client threads, kill -9
+// of the leader. Checks that a new leader is elected, that every proposal acknowledged to a
+// client is present on the surviving replicas at the position it was acknowledged with (so in
+// the same order everywhere), that the killed replica comes back with all of it after a restart
+// and rejoins as a follower. Every wait polls with a deadline.
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "raft/node/example/example_client.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace tx::raft {
+namespace {
+
+using namespace std::chrono_literals;
+using example::ExampleClusterClient;
+
+#ifdef TX_SANITIZE_BUILD
+constexpr int kAckedBeforeKill = 500;
+constexpr int kAckedAfterKill = 250;
+#else
+constexpr int kAckedBeforeKill = 3000;
+constexpr int kAckedAfterKill = 1500;
+#endif
+constexpr int kWriterThreads = 4;
+
+template <typename Pred>
+bool PollUntil(Pred pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+uint16_t FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  TX_CHECK(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  TX_CHECK(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  TX_CHECK(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class Replicas {
+ public:
+  Replicas() {
+    for (uint64_t id = 1; id <= 3; ++id) addresses_[id] = {"127.0.0.1", FreePort()};
+    for (const auto& [id, hp] : addresses_) {
+      peers_ += fmt::format("{}{}={}", peers_.empty() ? "" : ",", id, ToString(hp));
+    }
+  }
+
+  void Start(uint64_t id) {
+    std::vector<std::string> argv = {testing::BinaryDir() + "/raft_example_server", "--id",
+                                     std::to_string(id), "--listen", ToString(addresses_.at(id)),
+                                     "--peers", peers_, "--data-dir",
+                                     fmt::format("{}/r{}", dir_.path(), id), "--tick-ms", "10",
+                                     "--election-ticks", "15", "--heartbeat-ticks", "3",
+                                     // Snapshots and compaction happen during the run, so the
+                                     // restart recovers from a snapshot plus the WAL.
+                                     "--snapshot-every", "150", "--log-level", "warn"};
+    StatusOr<testing::Subprocess> p = testing::Subprocess::Start(argv);
+    TX_CHECK(p.ok(), "{}", p.status().ToString());
+    std::optional<std::string> line = p->ReadLine(20s);
+    TX_CHECK(line.has_value() && line->rfind("listening on ", 0) == 0,
+             "replica {} did not start (got '{}')", id, line.value_or("<nothing>"));
+    procs_.erase(id);
+    procs_.emplace(id, std::move(p).value());
+  }
+
+  void Kill(uint64_t id) {
+    procs_.at(id).Signal(SIGKILL);
+    procs_.at(id).Kill();  // reaps
+    procs_.erase(id);
+  }
+
+  const std::map<uint64_t, HostPort>& addresses() const { return addresses_; }
+
+ private:
+  testing::TempDir dir_;
+  std::map<uint64_t, HostPort> addresses_;
+  std::string peers_;
+  std::map<uint64_t, testing::Subprocess> procs_;
+};
+
+struct Acked {
+  std::string item;
+  int64_t position = 0;
+};
+
+TEST(RaftFailover, AcknowledgedProposalsSurviveKillOfTheLeaderWhichRejoinsAsFollower) {
+  const auto test_deadline = std::chrono::steady_clock::now() + 60s;
+  Replicas replicas;
+  for (uint64_t id = 1; id <= 3; ++id) replicas.Start(id);
+  rpc::RpcClientOptions client_options;
+  client_options.connect_timeout = 300ms;
+  client_options.recv_timeout = 3000ms;
+  client_options.backoff.max = 100ms;
+  ExampleClusterClient client(replicas.addresses(), client_options);
+
+  uint64_t old_leader = 0;
+  ASSERT_TRUE(PollUntil([&] { return (old_leader = client.FindLeader()) != 0; }, 20s))
+      << "no leader elected";
+
+  std::mutex mu;
+  std::vector<Acked> acked;          // GUARDED_BY(mu)
+  std::map<uint64_t, int> acked_by;  // GUARDED_BY(mu): acknowledgements per leader id
+  std::atomic<int> ambiguous{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kWriterThreads; ++t) {
+    writers.emplace_back([&, t] {
+      for (int seq = 0; !stop.load(); ++seq) {
+        std::string item = fmt::format("w{}-{}", t, seq);
+        example::ProposeOutcome r = client.Propose(item, 3s);
+        if (r.status.ok()) {
+          std::lock_guard lock(mu);
+          acked.push_back({item, r.position});
+          ++acked_by[r.leader];
+        } else if (r.maybe_committed) {
+          ++ambiguous;  // may or may not be in the log; never re-sent
+        }
+      }
+    });
+  }
+  auto acked_count = [&] {
+    std::lock_guard lock(mu);
+    return static_cast<int>(acked.size());
+  };
+  ASSERT_TRUE(PollUntil([&] { return acked_count() >= kAckedBeforeKill; }, 30s))
+      << "only " << acked_count() << " proposals acknowledged before the kill";
+
+  // kill -9 the leader under the stream of proposals.
+  uint64_t leader_now = client.FindLeader();
+  if (leader_now != 0) old_leader = leader_now;
+  replicas.Kill(old_leader);
+  const int acked_at_kill = acked_count();
+  const auto killed_at = std::chrono::steady_clock::now();
+
+  // A new leader takes over and commits.
+  uint64_t new_leader = 0;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        std::lock_guard lock(mu);
+        for (const auto& [id, n] : acked_by) {
+          if (id != old_leader && n > 0) new_leader = id;
+        }
+        return new_leader != 0;
+      },
+      20s))
+      << "no proposal acknowledged by a new leader after the kill";
+  auto failover = std::chrono::steady_clock::now() - killed_at;
+  ASSERT_TRUE(PollUntil([&] { return acked_count() >= acked_at_kill + kAckedAfterKill; }, 30s));
+  stop.store(true);
+  for (auto& w : writers) w.join();
+  std::vector<Acked> all;
+  {
+    std::lock_guard lock(mu);
+    all = acked;
+  }
+  std::printf(
+      "acknowledged %zu proposals (%d ambiguous); first commit by the new leader %lld ms "
+      "after the kill\n",
+      all.size(), ambiguous.load(),
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(failover).count()));
+
+  // The survivors converge on one list holding every acknowledged item at its position.
+  std::vector<uint64_t> survivors;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    if (id != old_leader) survivors.push_back(id);
+  }
+  auto converged = [&](const std::vector<uint64_t>& ids, std::vector<std::string>* list) {
+    int64_t checksum0 = 0;
+    StatusOr<std::vector<std::string>> first = client.ReadAll(ids[0], &checksum0);
+    if (!first.ok()) return false;
+    for (size_t i = 1; i < ids.size(); ++i) {
+      int64_t checksum = 0;
+      StatusOr<std::vector<std::string>> other = client.ReadAll(ids[i], &checksum);
+      if (!other.ok() || checksum != checksum0 || *other != *first) return false;
+    }
+    *list = std::move(first).value();
+    return true;
+  };
+  std::vector<std::string> list;
+  ASSERT_TRUE(PollUntil([&] { return converged(survivors, &list); }, 20s))
+      << "survivors did not converge";
+  auto check_all_present = [&](const std::vector<std::string>& l) {
+    for (const Acked& a : all) {
+      ASSERT_GE(a.position, 1);
+      ASSERT_LE(a.position, static_cast<int64_t>(l.size()))
+          << a.item << " missing (list too short)";
+      EXPECT_EQ(a.item, l[a.position - 1]) << "acknowledged item not at its position";
+    }
+  };
+  check_all_present(list);
+
+  // The old leader restarts from its snapshot and WAL, catches up and follows.
+  ASSERT_LT(std::chrono::steady_clock::now(), test_deadline);
+  replicas.Start(old_leader);
+  std::vector<uint64_t> everyone = {1, 2, 3};
+  std::vector<std::string> list_after;
+  ASSERT_TRUE(PollUntil([&] { return converged(everyone, &list_after); }, 20s))
+      << "the restarted replica did not catch up";
+  EXPECT_EQ(list, list_after);
+  check_all_present(list_after);
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        StatusOr<raft_example::NodeInfo> info = client.Info(old_leader);
+        return info.ok() && info->role == "follower" && info->leader_id != 0 &&
+               static_cast<uint64_t>(info->leader_id) != old_leader;
+      },
+      10s))
+      << "the old leader did not rejoin as a follower";
+  EXPECT_LT(std::chrono::steady_clock::now(), test_deadline);
+}
+
+}  // namespace
+}  // namespace tx::raft
