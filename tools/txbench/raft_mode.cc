@@ -1,0 +1,441 @@
+// txbench raft: three raft_example_server replicas as separate processes on loopback (real
+// Thrift, real WAL, fdatasync on every replica), driven by concurrent proposers over Thrift.
+//
+// Throughput: for each proposer count (default 1 and 64), --runs runs of --seconds on a fresh
+// cluster; each proposer proposes --size-byte items in a closed loop (the next as soon as the
+// last is committed and applied on the leader). Printed per run and as the median run:
+// proposals committed per second and commit latency p50/p99 as the proposer sees it (one RPC to
+// the leader + replication + fdatasync on a majority + apply). After each run the replicas
+// must converge on the same list, holding at least every acknowledged item.
+//
+// Failover: --failover-rounds rounds on one cluster under a light stream of proposals: kill -9
+// the leader, measure until the first proposal is committed by a new leader, restart the
+// killed replica and let it catch up. Prints each round and the median.
+//
+// Compare with `../shared/bench/etcd-baseline throughput xl` and `... failover` in the same
+// session (docs/benchmarks.md, "Raft").
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "raft/node/example/example_client.h"
+#include "tools/txbench/bench_util.h"
+#include "tools/txbench/mode.h"
+
+namespace tx::bench {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+using raft::example::ExampleClusterClient;
+using raft::example::ProposeOutcome;
+
+struct Options {
+  std::string server;  // raft_example_server; default: next to txbench
+  std::string dir;     // data directories; default: a fresh temporary directory
+  std::string proposers = "1,64";
+  int size = 128;
+  double seconds = 5;
+  int runs = 3;
+  int failover_rounds = 5;
+  int tick_ms = 10;
+  int election_ticks = 15;
+  int heartbeat_ticks = 3;
+  uint64_t snapshot_every = 100000;
+  std::string only;  // "throughput", "failover" or empty for both
+};
+
+uint16_t FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  TX_CHECK(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  TX_CHECK(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  TX_CHECK(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Three replicas in their own directory under `dir`.
+class Cluster {
+ public:
+  Cluster(const Options& o, const std::string& dir) : o_(o), dir_(dir) {
+    for (uint64_t id = 1; id <= 3; ++id) addresses_[id] = {"127.0.0.1", FreePort()};
+    for (const auto& [id, hp] : addresses_) {
+      peers_ += fmt::format("{}{}={}", peers_.empty() ? "" : ",", id, ToString(hp));
+    }
+  }
+
+  Status Start(uint64_t id) {
+    TX_ASSIGN_OR_RETURN(ChildProcess p,
+                        ChildProcess::StartServer({o_.server,
+                                                   "--id",
+                                                   std::to_string(id),
+                                                   "--listen",
+                                                   ToString(addresses_.at(id)),
+                                                   "--peers",
+                                                   peers_,
+                                                   "--data-dir",
+                                                   fmt::format("{}/r{}", dir_, id),
+                                                   "--tick-ms",
+                                                   std::to_string(o_.tick_ms),
+                                                   "--election-ticks",
+                                                   std::to_string(o_.election_ticks),
+                                                   "--heartbeat-ticks",
+                                                   std::to_string(o_.heartbeat_ticks),
+                                                   "--snapshot-every",
+                                                   std::to_string(o_.snapshot_every),
+                                                   "--keep-items",
+                                                   "false",
+                                                   "--log-level",
+                                                   "error"},
+                                                  std::chrono::seconds(20)));
+    procs_.erase(id);
+    procs_.emplace(id, std::move(p));
+    return Status::OK();
+  }
+
+  Status StartAll() {
+    for (uint64_t id = 1; id <= 3; ++id) TX_RETURN_IF_ERROR(Start(id));
+    return Status::OK();
+  }
+
+  void Kill(uint64_t id) {
+    auto it = procs_.find(id);
+    if (it == procs_.end()) return;
+    ::kill(it->second.pid(), SIGKILL);
+    (void)it->second.Stop();  // reaps
+    procs_.erase(it);
+  }
+
+  void StopAll() {
+    for (auto& [id, p] : procs_) (void)p.Stop();
+    procs_.clear();
+  }
+
+  const std::map<uint64_t, HostPort>& addresses() const { return addresses_; }
+
+ private:
+  const Options& o_;
+  const std::string dir_;
+  std::map<uint64_t, HostPort> addresses_;
+  std::string peers_;
+  std::map<uint64_t, ChildProcess> procs_;
+};
+
+rpc::RpcClientOptions ClientOptions(int connections) {
+  rpc::RpcClientOptions c;
+  c.connect_timeout = std::chrono::milliseconds(300);
+  c.recv_timeout = std::chrono::milliseconds(5000);
+  c.max_connections = connections + 4;
+  c.max_idle_connections = connections + 4;
+  c.backoff.initial = std::chrono::milliseconds(5);
+  c.backoff.max = std::chrono::milliseconds(50);
+  return c;
+}
+
+uint64_t WaitForLeader(ExampleClusterClient& client, std::chrono::seconds timeout) {
+  auto deadline = SteadyClock::now() + timeout;
+  while (SteadyClock::now() < deadline) {
+    if (uint64_t l = client.FindLeader(); l != 0) return l;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return 0;
+}
+
+std::string Item(int proposer, uint64_t seq, int size) {
+  std::string s = fmt::format("p{}-{}-", proposer, seq);
+  s.resize(static_cast<size_t>(size), 'x');
+  return s;
+}
+
+struct RunResult {
+  double seconds = 0;
+  int64_t committed = 0;
+  int64_t failed = 0;
+  Latencies latency_us;
+  double per_second() const { return static_cast<double>(committed) / seconds; }
+};
+
+StatusOr<RunResult> ThroughputRun(const Options& o, int proposers, int run) {
+  const std::string dir = fmt::format("{}/t{}-{}", o.dir, proposers, run);
+  Cluster cluster(o, dir);
+  TX_RETURN_IF_ERROR(cluster.StartAll());
+  ExampleClusterClient client(cluster.addresses(), ClientOptions(proposers));
+  if (WaitForLeader(client, std::chrono::seconds(20)) == 0) {
+    return Status::Unavailable("no leader elected");
+  }
+  std::atomic<bool> measuring{false};
+  std::atomic<bool> stop{false};
+  std::vector<RunResult> per(static_cast<size_t>(proposers));
+  std::vector<std::thread> threads;
+  for (int p = 0; p < proposers; ++p) {
+    threads.emplace_back([&, p] {
+      uint64_t seq = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        auto start = SteadyClock::now();
+        ProposeOutcome r = client.Propose(Item(p, seq++, o.size), std::chrono::seconds(5));
+        auto us = std::chrono::duration<double, std::micro>(SteadyClock::now() - start).count();
+        if (!measuring.load(std::memory_order_relaxed)) continue;
+        if (r.status.ok()) {
+          ++per[p].committed;
+          per[p].latency_us.Add(us);
+        } else {
+          ++per[p].failed;
+        }
+      }
+    });
+  }
+  // A short warm-up (connections, first batches), then the measured interval.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  measuring.store(true);
+  auto start = SteadyClock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+  measuring.store(false);
+  RunResult total;
+  total.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  stop.store(true);
+  for (auto& t : threads) t.join();
+  for (RunResult& r : per) {
+    total.committed += r.committed;
+    total.failed += r.failed;
+    total.latency_us.Merge(r.latency_us);
+  }
+  // The replicas must agree (same length and checksum) once the stream stops.
+  auto deadline = SteadyClock::now() + std::chrono::seconds(20);
+  while (true) {
+    std::vector<raft_example::ReadResponse> heads;
+    for (uint64_t id = 1; id <= 3; ++id) {
+      StatusOr<raft_example::ReadResponse> h = client.ReadHead(id);
+      if (h.ok()) heads.push_back(*h);
+    }
+    if (heads.size() == 3 && heads[0].total == heads[1].total && heads[1].total == heads[2].total &&
+        heads[0].checksum == heads[1].checksum && heads[1].checksum == heads[2].checksum) {
+      if (heads[0].total < total.committed) {
+        return Status::Internal(fmt::format("replicas hold {} items but {} were acknowledged",
+                                            heads[0].total, total.committed));
+      }
+      break;
+    }
+    if (SteadyClock::now() > deadline) return Status::Internal("replicas did not converge");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  cluster.StopAll();
+  RemoveTree(dir);
+  return total;
+}
+
+void PrintRun(const std::string& label, RunResult& r) {
+  std::printf(
+      "%-26s %9.0f proposals/s   commit latency p50 %6.2f ms  p99 %6.2f ms  max %7.2f ms"
+      "   (%lld committed, %lld failed)\n",
+      label.c_str(), r.per_second(), r.latency_us.Quantile(0.5) / 1000,
+      r.latency_us.Quantile(0.99) / 1000, r.latency_us.Quantile(1.0) / 1000,
+      static_cast<long long>(r.committed), static_cast<long long>(r.failed));
+  std::fflush(stdout);
+}
+
+int Throughput(const Options& o) {
+  std::vector<int> counts;
+  std::stringstream ss(o.proposers);
+  for (std::string part; std::getline(ss, part, ',');) counts.push_back(std::stoi(part));
+  int exit_code = 0;
+  for (int proposers : counts) {
+    std::vector<RunResult> results;
+    for (int run = 0; run < o.runs; ++run) {
+      StatusOr<RunResult> r = ThroughputRun(o, proposers, run);
+      if (!r.ok()) {
+        std::fprintf(stderr, "run failed: %s\n", r.status().ToString().c_str());
+        exit_code = 1;
+        break;
+      }
+      PrintRun(fmt::format("  run {}, {} proposer(s)", run + 1, proposers), *r);
+      results.push_back(*std::move(r));
+    }
+    if (results.empty()) continue;
+    std::sort(results.begin(), results.end(), [](const RunResult& a, const RunResult& b) {
+      return a.per_second() < b.per_second();
+    });
+    PrintRun(fmt::format("median, {} proposer(s)", proposers), results[results.size() / 2]);
+  }
+  return exit_code;
+}
+
+int Failover(const Options& o) {
+  const std::string dir = fmt::format("{}/failover", o.dir);
+  Cluster cluster(o, dir);
+  if (Status s = cluster.StartAll(); !s.ok()) {
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    return 1;
+  }
+  // A light stream: a few proposers, so the first commit of a new leader is seen within a
+  // fraction of a millisecond of when it can happen.
+  constexpr int kProbers = 4;
+  ExampleClusterClient client(cluster.addresses(), ClientOptions(kProbers));
+  std::mutex mu;
+  std::optional<SteadyClock::time_point> killed_at;  // GUARDED_BY(mu)
+  uint64_t killed = 0;                               // GUARDED_BY(mu)
+  std::optional<SteadyClock::time_point> first_new;  // GUARDED_BY(mu)
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> probers;
+  for (int p = 0; p < kProbers; ++p) {
+    probers.emplace_back([&, p] {
+      for (uint64_t seq = 0; !stop.load(); ++seq) {
+        ProposeOutcome r = client.Propose(Item(p, seq, o.size), std::chrono::seconds(5));
+        auto now = SteadyClock::now();
+        if (!r.status.ok()) continue;
+        std::lock_guard lock(mu);
+        // Counts only proposals sent after the kill and acknowledged by another replica.
+        if (killed_at.has_value() && r.leader != killed && !first_new.has_value()) {
+          first_new = now;
+        }
+      }
+    });
+  }
+  std::vector<double> seconds;
+  int exit_code = 0;
+  for (int round = 0; round < o.failover_rounds; ++round) {
+    uint64_t leader = WaitForLeader(client, std::chrono::seconds(20));
+    if (leader == 0) {
+      std::fprintf(stderr, "round %d: no leader\n", round + 1);
+      exit_code = 1;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // steady stream first
+    {
+      std::lock_guard lock(mu);
+      killed = leader;
+      first_new.reset();
+      killed_at = SteadyClock::now();
+    }
+    cluster.Kill(leader);
+    auto deadline = SteadyClock::now() + std::chrono::seconds(20);
+    std::optional<double> took;
+    while (SteadyClock::now() < deadline) {
+      {
+        std::lock_guard lock(mu);
+        if (first_new.has_value()) {
+          took = std::chrono::duration<double>(*first_new - *killed_at).count();
+          killed_at.reset();
+          break;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (!took.has_value()) {
+      std::fprintf(stderr, "round %d: no commit by a new leader within 20 s\n", round + 1);
+      exit_code = 1;
+      break;
+    }
+    seconds.push_back(*took);
+    std::printf("  failover round %d: %.3f s (killed node %llu)\n", round + 1, *took,
+                static_cast<unsigned long long>(leader));
+    std::fflush(stdout);
+    if (Status s = cluster.Start(leader); !s.ok()) {
+      std::fprintf(stderr, "restart: %s\n", s.ToString().c_str());
+      exit_code = 1;
+      break;
+    }
+    // Let the restarted replica catch up before the next round.
+    auto catch_up = SteadyClock::now() + std::chrono::seconds(20);
+    while (SteadyClock::now() < catch_up) {
+      StatusOr<raft_example::NodeInfo> info = client.Info(leader);
+      uint64_t now_leader = client.FindLeader();
+      StatusOr<raft_example::NodeInfo> lead =
+          now_leader != 0 ? client.Info(now_leader)
+                          : StatusOr<raft_example::NodeInfo>(Status::Unavailable("no leader"));
+      if (info.ok() && lead.ok() && info->applied_index + 100 >= lead->commit_index) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  stop.store(true);
+  for (auto& t : probers) t.join();
+  cluster.StopAll();
+  if (!seconds.empty()) {
+    std::vector<double> sorted = seconds;
+    std::sort(sorted.begin(), sorted.end());
+    std::printf(
+        "median failover (kill -9 of the leader to the first commit by a new leader): "
+        "%.3f s over %zu rounds (min %.3f, max %.3f)\n",
+        sorted[sorted.size() / 2], sorted.size(), sorted.front(), sorted.back());
+  }
+  return exit_code;
+}
+
+int Run(const Options& opts) {
+  Options o = opts;
+  if (o.server.empty()) o.server = SelfDir() + "/raft_example_server";
+  bool own_dir = o.dir.empty();
+  if (own_dir) {
+    StatusOr<std::string> d = MakeTempDir("txbench-raft");
+    if (!d.ok()) {
+      std::fprintf(stderr, "%s\n", d.status().ToString().c_str());
+      return 1;
+    }
+    o.dir = *d;
+  }
+  std::printf(
+      "txbench raft: 3 replicas (separate processes, loopback, fdatasync on), %d-byte "
+      "proposals, tick %d ms, election timeout %d-%d ticks; %s\n",
+      o.size, o.tick_ms, o.election_ticks, 2 * o.election_ticks, MachineDescription().c_str());
+  int exit_code = 0;
+  if (o.only.empty() || o.only == "throughput") {
+    std::printf("throughput: %.1f s x %d runs per proposer count (median shown)\n", o.seconds,
+                o.runs);
+    exit_code |= Throughput(o);
+  }
+  if (o.only.empty() || o.only == "failover") exit_code |= Failover(o);
+  if (own_dir) RemoveTree(o.dir);
+  return exit_code;
+}
+
+RunFn Setup(CLI::App* cmd) {
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--server", o->server, "raft_example_server binary (default: next to txbench)");
+  cmd->add_option("--dir", o->dir, "directory for the replicas' data (default: a temporary one)");
+  cmd->add_option("--proposers", o->proposers, "comma-separated proposer counts");
+  cmd->add_option("--size", o->size, "bytes per proposal")->check(CLI::Range(16, 1 << 20));
+  cmd->add_option("--seconds", o->seconds, "length of each throughput run")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--runs", o->runs, "runs per proposer count; the median is reported")
+      ->check(CLI::Range(1, 99));
+  cmd->add_option("--failover-rounds", o->failover_rounds, "kill -9 rounds")
+      ->check(CLI::Range(1, 100));
+  cmd->add_option("--tick-ms", o->tick_ms, "Raft tick")->check(CLI::Range(1, 1000));
+  cmd->add_option("--election-ticks", o->election_ticks, "election timeout in ticks")
+      ->check(CLI::Range(2, 1000));
+  cmd->add_option("--heartbeat-ticks", o->heartbeat_ticks, "heartbeat interval in ticks")
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option("--snapshot-every", o->snapshot_every, "snapshot every N applied entries");
+  cmd->add_option("--only", o->only, "throughput or failover (default: both)")
+      ->check(CLI::IsMember({"throughput", "failover"}));
+  return [o] {
+    spdlog::set_level(spdlog::level::err);
+    return Run(*o);
+  };
+}
+
+const ModeRegistration kRaftMode(
+    "raft", "three raft_example_server replicas on loopback: commit throughput, latency, failover",
+    Setup);
+
+}  // namespace
+}  // namespace tx::bench
