@@ -216,7 +216,7 @@ class DirectDb {
 };
 
 // A stand-in for the coordinator cluster's Resolve, served over Thrift on loopback.
-class FakeCoordinator final : public api::CoordinatorServiceIf {
+class FakeCoordinator final : public api::CoordinatorServiceNull {
  public:
   // Answers `decision` for txid; unknown txids get PENDING.
   void Decide(int64_t txid, api::Decision::type decision) {
