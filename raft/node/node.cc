@@ -139,6 +139,9 @@ class RaftNode::Impl {
 
   // Requires mu_. Sends what the core has for the network now.
   void FlushLocked() { transport_->Send(raft_->TakeMessages()); }
+  // Lets the next idle peer sender take the core's messages (Transport::RequestPull): on a
+  // busy leader, the Appends of everything proposed while a link was busy leave together.
+  void RequestFlush() { transport_->RequestPull(); }
   // Requires mu_. Rejects messages the core would accept but that could trip its invariant
   // checks: they can only come from a broken or hostile peer.
   Status CheckAgainstLogLocked(const Message& m) const;
@@ -378,6 +381,10 @@ Status RaftNode::Impl::Init() {
   to.clock = options_.clock;
   to.metrics = options_.metrics;
   transport_ = std::make_unique<Transport>(to);
+  transport_->SetPullCallback([this] {
+    std::lock_guard lock(mu_);
+    if (!stopping_ && failed_.ok()) FlushLocked();
+  });
   for (const auto& [id, hp] : address_book_) {
     if (id != options_.id) transport_->SetAddress(id, hp);
   }
@@ -561,11 +568,9 @@ void RaftNode::Impl::TickLoop() {
     if (now >= next) {
       {
         std::lock_guard lock(mu_);
-        if (!stopping_ && failed_.ok()) {
-          raft_->Tick();
-          FlushLocked();
-        }
+        if (!stopping_ && failed_.ok()) raft_->Tick();
       }
+      RequestFlush();
       ready_cv_.notify_one();
       next += tick;
       if (next <= now) next = now + tick;  // fell behind (a stalled machine): do not burst
@@ -763,11 +768,11 @@ void RaftNode::Impl::ProposeAsync(std::string data, Clock::TimePoint deadline,
         }
       }
     }
-    if (!refusal.has_value()) FlushLocked();
   }
   if (refusal.has_value()) {
     refuse(std::move(*refusal));
   } else {
+    RequestFlush();
     ready_cv_.notify_one();
   }
   for (auto& [cb, result] : out.proposals) CountProposal(result);
@@ -977,13 +982,13 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
         if (first_error.ok()) first_error = s;
       }
     }
-    FlushLocked();
     if (refused > 0 && (step_errors_logged_ < 10 || step_errors_logged_ % 1000 == 0)) {
       spdlog::warn("raft node {}: refused {} of {} message(s) from node {}: {}", options_.id,
                    refused, messages.size(), from, first_error.ToString());
     }
     if (refused > 0) ++step_errors_logged_;
   }
+  RequestFlush();
   ready_cv_.notify_one();
   if (refused > 0) {
     step_errors_->Increment(refused);

@@ -68,6 +68,49 @@ uint64_t ApproximateMessageBytes(const Message& m) {
   return bytes;
 }
 
+size_t CoalesceMessages(std::vector<Message>* batch) {
+  if (batch->size() < 2) return 0;
+  size_t out = 0;  // (*batch)[0, out] holds the merged prefix
+  for (size_t i = 1; i < batch->size(); ++i) {
+    Message& a = (*batch)[out];
+    Message& b = (*batch)[i];
+    bool merged = false;
+    if (a.type == b.type && a.term == b.term && a.to == b.to) {
+      switch (a.type) {
+        case MessageType::kAppend: {
+          Term a_last_term = a.entries.empty() ? a.log_term : a.entries.back().term;
+          if (b.index == a.index + a.entries.size() && b.log_term == a_last_term) {
+            a.entries.reserve(a.entries.size() + b.entries.size());
+            for (Entry& e : b.entries) a.entries.push_back(std::move(e));
+            a.commit = std::max(a.commit, b.commit);
+            merged = true;
+          }
+          break;
+        }
+        case MessageType::kAppendResponse:
+          if (!a.reject && !b.reject) {
+            if (b.index >= a.index) a = std::move(b);
+            merged = true;
+          }
+          break;
+        case MessageType::kHeartbeat:
+        case MessageType::kHeartbeatResponse:
+          if (b.read_seq >= a.read_seq && b.commit >= a.commit) {
+            a = std::move(b);
+            merged = true;
+          }
+          break;
+        default:
+          break;
+      }
+    }
+    if (!merged && ++out != i) (*batch)[out] = std::move(b);
+  }
+  size_t removed = batch->size() - (out + 1);
+  batch->resize(out + 1);
+  return removed;
+}
+
 // One peer's queue, delay line and sender thread.
 class Transport::PeerSender {
  public:
@@ -85,6 +128,8 @@ class Transport::PeerSender {
     waiter_.Notify();
     thread_.join();
   }
+
+  void Wake() { waiter_.Notify(); }
 
   void SetAddress(const HostPort& address) {
     auto pool = std::make_shared<RaftPeerPool>(address, transport_->options_.client,
@@ -137,6 +182,8 @@ class Transport::PeerSender {
     Clock* clock = transport_->options_.clock;
     std::vector<Message> batch;
     while (true) {
+      // Not in an RPC now: take what the core produced meanwhile (see RequestPull).
+      transport_->MaybePull();
       std::shared_ptr<RaftPeerPool> pool;
       {
         std::unique_lock lock(mu_);
@@ -173,6 +220,7 @@ class Transport::PeerSender {
         }
         pool = pool_;
       }
+      CoalesceMessages(&batch);
       if (transport_->faults_active_.load(std::memory_order_relaxed)) {
         transport_->ApplyFaults(peer_, &batch, this);
         if (batch.empty()) continue;
@@ -260,12 +308,20 @@ void Transport::SetAddress(NodeId peer, const HostPort& address) {
   if (it != addresses_.end() && it->second == address) return;
   addresses_[peer] = address;
   auto s = senders_.find(peer);
-  if (s != senders_.end()) s->second->SetAddress(address);
+  if (s != senders_.end()) {
+    s->second->SetAddress(address);
+  } else if (!stopped_) {
+    // Senders exist for every known peer, so a pull request always finds one to run it.
+    senders_.emplace(peer, std::make_unique<PeerSender>(this, peer, address));
+  }
 }
 
 void Transport::LearnAddress(NodeId peer, const HostPort& address) {
-  std::lock_guard lock(mu_);
-  if (addresses_.count(peer) == 0) addresses_[peer] = address;
+  {
+    std::lock_guard lock(mu_);
+    if (addresses_.count(peer) != 0) return;
+  }
+  SetAddress(peer, address);
 }
 
 void Transport::ForgetAddress(NodeId peer) {
@@ -310,6 +366,14 @@ void Transport::Send(std::vector<Message> messages) {
     }
     if (!it->second->Enqueue(std::move(m))) counters_.dropped_queue_full->Increment();
   }
+}
+
+void Transport::SetPullCallback(std::function<void()> pull) { pull_ = std::move(pull); }
+
+void Transport::RequestPull() {
+  if (pull_requested_.exchange(true, std::memory_order_acq_rel)) return;  // one is pending
+  std::lock_guard lock(mu_);
+  for (auto& [peer, sender] : senders_) sender->Wake();
 }
 
 size_t Transport::QueuedMessages(NodeId peer) const {

@@ -25,6 +25,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,6 +75,16 @@ class Transport {
   // Queues each message for its peer (m.to). Never blocks on the network.
   void Send(std::vector<Message> messages);
 
+  // Pull model, for messages the owner can produce at any time (a Raft leader's replication
+  // traffic). RequestPull() says "there may be messages"; the next sender thread that is not
+  // in the middle of an RPC runs the pull callback, which takes them from the core and Send()s
+  // them. A sender whose RPC is in flight pulls when it returns, so everything produced
+  // meanwhile (say, the Appends of many proposals) leaves in one batch, and an idle link
+  // still sends at once. The callback is set once, before the first RequestPull(), and runs
+  // on a sender thread holding no transport lock.
+  void SetPullCallback(std::function<void()> pull);
+  void RequestPull();
+
   // Fault injection.
   void Block(NodeId peer, bool outgoing, bool incoming);
   void Unblock(NodeId peer, bool outgoing, bool incoming);
@@ -98,6 +109,14 @@ class Transport {
     Counter* dropped_fault = nullptr;
   };
 
+  // Runs the pull callback if a pull was requested since the last one.
+  void MaybePull() {
+    if (pull_requested_.load(std::memory_order_acquire) &&
+        pull_requested_.exchange(false, std::memory_order_acq_rel)) {
+      pull_();
+    }
+  }
+
   // Applies blocks and the hook to one batch bound for `peer`; may move messages into the
   // sender's delay line. Called on the sender's thread.
   void ApplyFaults(NodeId peer, std::vector<Message>* batch, PeerSender* sender);
@@ -112,6 +131,9 @@ class Transport {
   std::map<NodeId, std::unique_ptr<PeerSender>> senders_;  // GUARDED_BY(mu_)
   bool stopped_ = false;                                   // GUARDED_BY(mu_)
 
+  std::function<void()> pull_;  // set before senders run; constant afterwards
+  std::atomic<bool> pull_requested_{false};
+
   // Set while any block or hook is configured: the fast path reads only this.
   std::atomic<bool> faults_active_{false};
   mutable std::mutex faults_mu_;
@@ -119,6 +141,20 @@ class Transport {
   std::set<NodeId> blocked_incoming_;         // GUARDED_BY(faults_mu_)
   std::shared_ptr<TransportFaultHook> hook_;  // GUARDED_BY(faults_mu_)
 };
+
+// Merges adjacent messages of a batch (in place, order otherwise kept) where one message says
+// everything the pair says, so a busy link carries fewer, larger messages and the receiver
+// steps and answers fewer of them:
+//   Append + Append that continues it (same term; the second's previous entry is the first's
+//     last) -> one Append with both runs of entries and the later commit index. The follower
+//     treats it exactly as the two in a row and answers once, for the last entry, which
+//     acknowledges both on the leader.
+//   AppendResponse + AppendResponse, both successes of one term -> the one with the higher
+//     index (it acknowledges everything the other does).
+//   Heartbeat + Heartbeat, HeartbeatResponse + HeartbeatResponse of one term -> the later one
+//     (the higher commit and ReadIndex round).
+// Returns the number of messages removed.
+size_t CoalesceMessages(std::vector<Message>* batch);
 
 // Approximate bytes a message occupies (payloads plus a fixed allowance), for queue and batch
 // bounds.

@@ -58,7 +58,8 @@ struct Options {
   int election_ticks = 15;
   int heartbeat_ticks = 3;
   uint64_t snapshot_every = 100000;
-  std::string only;  // "throughput", "failover" or empty for both
+  std::string only;    // "throughput", "failover" or empty for both
+  bool stats = false;  // replicas print their batching/fsync statistics at exit
 };
 
 uint16_t FreePort() {
@@ -85,29 +86,29 @@ class Cluster {
   }
 
   Status Start(uint64_t id) {
-    TX_ASSIGN_OR_RETURN(ChildProcess p,
-                        ChildProcess::StartServer({o_.server,
-                                                   "--id",
-                                                   std::to_string(id),
-                                                   "--listen",
-                                                   ToString(addresses_.at(id)),
-                                                   "--peers",
-                                                   peers_,
-                                                   "--data-dir",
-                                                   fmt::format("{}/r{}", dir_, id),
-                                                   "--tick-ms",
-                                                   std::to_string(o_.tick_ms),
-                                                   "--election-ticks",
-                                                   std::to_string(o_.election_ticks),
-                                                   "--heartbeat-ticks",
-                                                   std::to_string(o_.heartbeat_ticks),
-                                                   "--snapshot-every",
-                                                   std::to_string(o_.snapshot_every),
-                                                   "--keep-items",
-                                                   "false",
-                                                   "--log-level",
-                                                   "error"},
-                                                  std::chrono::seconds(20)));
+    std::vector<std::string> argv = {o_.server,
+                                     "--id",
+                                     std::to_string(id),
+                                     "--listen",
+                                     ToString(addresses_.at(id)),
+                                     "--peers",
+                                     peers_,
+                                     "--data-dir",
+                                     fmt::format("{}/r{}", dir_, id),
+                                     "--tick-ms",
+                                     std::to_string(o_.tick_ms),
+                                     "--election-ticks",
+                                     std::to_string(o_.election_ticks),
+                                     "--heartbeat-ticks",
+                                     std::to_string(o_.heartbeat_ticks),
+                                     "--snapshot-every",
+                                     std::to_string(o_.snapshot_every),
+                                     "--keep-items",
+                                     "false",
+                                     "--log-level",
+                                     "error"};
+    if (o_.stats) argv.push_back("--print-stats");
+    TX_ASSIGN_OR_RETURN(ChildProcess p, ChildProcess::StartServer(argv, std::chrono::seconds(20)));
     procs_.erase(id);
     procs_.emplace(id, std::move(p));
     return Status::OK();
@@ -425,6 +426,7 @@ RunFn Setup(CLI::App* cmd) {
   cmd->add_option("--heartbeat-ticks", o->heartbeat_ticks, "heartbeat interval in ticks")
       ->check(CLI::Range(1, 1000));
   cmd->add_option("--snapshot-every", o->snapshot_every, "snapshot every N applied entries");
+  cmd->add_flag("--stats", o->stats, "replicas print batching and fsync statistics at exit");
   cmd->add_option("--only", o->only, "throughput or failover (default: both)")
       ->check(CLI::IsMember({"throughput", "failover"}));
   return [o] {

@@ -211,8 +211,8 @@ class Cluster {
 // The value of one series in the registry's text rendering, e.g.
 // SeriesValue(r, "tx_raft_snapshots_total{node=\"3\",kind=\"installed\"}"); -1 if absent.
 double SeriesValue(MetricsRegistry* registry, const std::string& series) {
-  std::string text = "\n" + registry->RenderText();
-  size_t at = text.find("\n" + series + " ");
+  std::string text = fmt::format("\n{}", registry->RenderText());
+  size_t at = text.find(fmt::format("\n{} ", series));
   if (at == std::string::npos) return -1;
   return std::stod(text.substr(at + series.size() + 2));
 }
@@ -284,7 +284,7 @@ TEST(RaftNodeCluster, ReadBarrierOnAFollowerSeesEveryEarlierWrite) {
   ASSERT_NE(kNoNode, leader);
   NodeId follower = leader == 3 ? 2 : 3;
   for (int round = 0; round < 10; ++round) {
-    ASSERT_TRUE(c.node(leader)->Propose("w" + std::to_string(round), 5s).status.ok());
+    ASSERT_TRUE(c.node(leader)->Propose(fmt::format("w{}", round), 5s).status.ok());
     ASSERT_TRUE(c.node(follower)->ReadBarrier(5s).ok());
     EXPECT_EQ(static_cast<uint64_t>(round + 1), c.log(follower)->size());
   }
@@ -318,7 +318,7 @@ TEST(RaftNodeCluster, RestartedClusterRecoversEveryAppliedEntry) {
   Cluster c(3, tweak);
   ASSERT_NE(kNoNode, c.WaitForLeader());
   const int n = 40 / kScale;
-  for (int i = 0; i < n; ++i) ASSERT_TRUE(c.ProposeAnywhere("r" + std::to_string(i)).status.ok());
+  for (int i = 0; i < n; ++i) ASSERT_TRUE(c.ProposeAnywhere(fmt::format("r{}", i)).status.ok());
   ASSERT_TRUE(c.WaitConverged({1, 2, 3}, n));
   for (NodeId id : {1, 2, 3}) c.Stop(id);
   for (NodeId id : {1, 2, 3}) c.Start(id);
@@ -327,7 +327,7 @@ TEST(RaftNodeCluster, RestartedClusterRecoversEveryAppliedEntry) {
   ASSERT_TRUE(c.ProposeAnywhere("after").status.ok());
   ASSERT_TRUE(c.WaitConverged({1, 2, 3}, n + 1));
   AppendLog::View v = c.log(1)->Read(0, n + 1);
-  for (int i = 0; i < n; ++i) EXPECT_EQ("r" + std::to_string(i), v.items[i]);
+  for (int i = 0; i < n; ++i) EXPECT_EQ(fmt::format("r{}", i), v.items[i]);
   EXPECT_EQ("after", v.items[n]);
 }
 
@@ -348,7 +348,7 @@ TEST(RaftNodeCluster, LearnerJoinsCatchesUpIsPromotedAndAVoterIsRemoved) {
   NodeId leader = c.WaitForLeader();
   ASSERT_NE(kNoNode, leader);
   for (int i = 0; i < 25; ++i)
-    ASSERT_TRUE(c.node(leader)->Propose("m" + std::to_string(i), 5s).status.ok());
+    ASSERT_TRUE(c.node(leader)->Propose(fmt::format("m{}", i), 5s).status.ok());
   NodeId joiner = c.AddJoiner();
   Status s = c.node(leader)->AddLearner(joiner, c.address(joiner), 10s);
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -445,7 +445,7 @@ TEST(RaftNodeCluster, ProposalWithoutAQuorumTimesOutAndFullQueueIsRefused) {
   }
   std::vector<std::promise<ProposalResult>> results(3);
   for (int i = 0; i < 3; ++i) {
-    c.node(leader)->ProposeAsync("p" + std::to_string(i), std::chrono::steady_clock::now() + 300ms,
+    c.node(leader)->ProposeAsync(fmt::format("p{}", i), std::chrono::steady_clock::now() + 300ms,
                                  [&, i](ProposalResult r) { results[i].set_value(std::move(r)); });
   }
   ProposalResult over = c.node(leader)->Propose("one-too-many", 300ms);
@@ -481,7 +481,7 @@ TEST(RaftNodeCluster, ConvergesWhenTheFaultHookDropsDelaysAndDuplicates) {
   for (NodeId id : {1, 2, 3}) c.node(id)->SetFaultHook(hook);
   const int n = 40 / kScale;
   for (int i = 0; i < n; ++i) {
-    ProposalResult r = c.ProposeAnywhere("f" + std::to_string(i), 20s);
+    ProposalResult r = c.ProposeAnywhere(fmt::format("f{}", i), 20s);
     ASSERT_TRUE(r.status.ok()) << r.status.ToString();
   }
   EXPECT_GT(hook->count(), 0u);

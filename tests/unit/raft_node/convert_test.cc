@@ -107,7 +107,7 @@ TEST(RaftConvert, PayloadInFieldsTheTypeDoesNotUseIsRefused) {
   EXPECT_TRUE(FromThrift(w).status().IsInvalidArgument());
 
   raft_api::Message v = ToThrift(FullMessage(MessageType::kVote));
-  v.snapshot_data = "x";
+  v.snapshot_data = std::string(1, 'x');
   EXPECT_TRUE(FromThrift(v).status().IsInvalidArgument());
 }
 
