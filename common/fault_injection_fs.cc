@@ -24,7 +24,7 @@ class FaultInjectionWritableFile final : public WritableFile {
   Status Sync() override {
     fs_->RunSyncHook();
     TX_RETURN_IF_ERROR(fs_->InjectedFailure(FaultInjectionFileSystem::Op::kSync));
-    TX_RETURN_IF_ERROR(base_->Sync());
+    if (fs_->syncs_reach_disk()) TX_RETURN_IF_ERROR(base_->Sync());
     fs_->OnSynced(path_, base_->Size());
     return Status::OK();
   }
@@ -228,7 +228,7 @@ bool FaultInjectionFileSystem::FileExists(const std::string& path) {
 
 Status FaultInjectionFileSystem::SyncDir(const std::string& dir) {
   TX_RETURN_IF_ERROR(InjectedFailure(Op::kSyncDir));
-  TX_RETURN_IF_ERROR(base_->SyncDir(dir));
+  if (syncs_reach_disk()) TX_RETURN_IF_ERROR(base_->SyncDir(dir));
   std::lock_guard lock(mu_);
   ++sync_dir_count_;
   for (auto it = unsynced_creations_.begin(); it != unsynced_creations_.end();) {

@@ -11,6 +11,7 @@
 
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -40,6 +41,12 @@ class FaultInjectionFileSystem final : public FileSystem {
   // Runs `hook` at the start of every WritableFile::Sync (outside any lock of this class), e.g.
   // to hold a sync back while a test checks that nothing was reported durable yet.
   void SetSyncHook(std::function<void()> hook);
+
+  // With false, Sync and SyncDir succeed without reaching the disk (the bookkeeping for
+  // DropUnsyncedData still happens). For tests of logic that run thousands of recoveries and
+  // do not test durability itself; never in a test of what survives a real crash.
+  void SetSyncsReachDisk(bool reach) { syncs_reach_disk_ = reach; }
+  bool syncs_reach_disk() const { return syncs_reach_disk_; }
 
   // Simulates a power loss: unsynced appends vanish and unsynced new files disappear.
   // Open handles must not be used afterwards.
@@ -76,6 +83,7 @@ class FaultInjectionFileSystem final : public FileSystem {
   void OnSizeChanged(const std::string& path, uint64_t size);
 
   FileSystem* const base_;
+  std::atomic<bool> syncs_reach_disk_{true};
 
   mutable std::mutex mu_;
   std::function<void()> sync_hook_;              // guarded by mu_

@@ -1,7 +1,9 @@
 // A directory for one test, removed with its contents when the object is destroyed.
-// Created under $TMPDIR (or /tmp), which is on the real disk here, so fsync is real.
+// By default created under $TMPDIR (or /tmp), which is on the real disk here, so fsync is real.
 
 #pragma once
+
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -13,9 +15,15 @@ namespace tx::testing {
 
 class TempDir {
  public:
-  TempDir() {
+  // Where a TempDir lives: on the real disk (durability tests), or in memory for tests of
+  // logic that run thousands of file operations and must not wait on a busy disk's journal.
+  enum class Medium { kDisk, kMemory };
+
+  explicit TempDir(Medium medium = Medium::kDisk) {
     const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/txtest.XXXXXX";
+    std::string root = base != nullptr ? base : "/tmp";
+    if (medium == Medium::kMemory && ::access("/dev/shm", W_OK) == 0) root = "/dev/shm";
+    std::string pattern = root + "/txtest.XXXXXX";
     TX_CHECK(::mkdtemp(pattern.data()) != nullptr, "mkdtemp {} failed", pattern);
     path_ = pattern;
   }
