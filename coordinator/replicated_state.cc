@@ -1,0 +1,36 @@
+#include "coordinator/replicated_state.h"
+
+#include <fmt/format.h>
+
+#include "coordinator/codec.h"
+
+namespace tx::coordinator {
+
+StatusOr<std::string> ReplicatedState::Apply(uint64_t index, std::string_view data) {
+  TX_ASSIGN_OR_RETURN(coordlog::Entry entry, DecodeEntry(data));
+  std::lock_guard<std::mutex> lock(mu_);
+  TX_ASSIGN_OR_RETURN(coordlog::EntryResult result, sm_.Apply(index, entry));
+  return EncodeEntryResult(result);
+}
+
+std::string ReplicatedState::Snapshot() const {
+  coordlog::Snapshot s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s = sm_.ToSnapshot();
+  }
+  return EncodeSnapshot(s);
+}
+
+Status ReplicatedState::Restore(uint64_t index, std::string_view data) {
+  TX_ASSIGN_OR_RETURN(coordlog::Snapshot s, DecodeSnapshot(data));
+  if (static_cast<uint64_t>(s.applied_index) != index) {
+    return Status::Corruption(fmt::format(
+        "coordinator snapshot holds the state at index {} but was installed at index {}",
+        s.applied_index, index));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return sm_.Restore(s);
+}
+
+}  // namespace tx::coordinator
