@@ -217,6 +217,8 @@ class Simulation {
 
   // --- fault and workload actions ---
   void Partition();
+  void LeaderFault();
+  void IsolateWithBuddy(NodeId id);
   void Propose();
   void ChangeMembership();
   void Transfer();
@@ -245,8 +247,9 @@ class Simulation {
   // Profile (per seed).
   double drop_p_ = 0, dup_p_ = 0, long_delay_p_ = 0;
   int max_delay_ = 1, max_disk_latency_ = 1;
-  double partition_p_ = 0, heal_p_ = 0, crash_p_ = 0, propose_p_ = 0, conf_p_ = 0, transfer_p_ = 0,
-         read_p_ = 0;
+  double partition_p_ = 0, heal_p_ = 0, crash_p_ = 0, leader_fault_p_ = 0, propose_p_ = 0,
+         conf_p_ = 0, transfer_p_ = 0, read_p_ = 0;
+  double isolate_on_commit_p_ = 0, isolate_after_propose_p_ = 0;
   bool pre_vote_ = true, check_quorum_ = true;
 
   std::map<NodeId, SimNode> nodes_;
@@ -282,6 +285,21 @@ void Simulation::ChooseProfile() {
   partition_p_ = rng_.Real(0.0003, 0.003);
   heal_p_ = rng_.Real(0.002, 0.01);
   crash_p_ = rng_.Real(0.0002, 0.002);
+  // Faults aimed at the leader produce what safety bugs need: uncommitted suffixes of old
+  // terms on some replicas, and leaders lost right after they counted something.
+  leader_fault_p_ = rng_.Real(0.0002, 0.003);
+  if (rng_.Chance(0.25)) {
+    // High churn: leadership changes every few election timeouts.
+    double churn = rng_.Real(3, 10);
+    partition_p_ *= churn;
+    crash_p_ *= churn;
+    leader_fault_p_ *= churn;
+    heal_p_ *= churn;
+  }
+  // Triggered faults: cut a leader off just after it counted a commit or accepted a proposal,
+  // dropping what it has in flight (Figure 8 of the Raft paper needs exactly that).
+  if (rng_.Chance(0.3)) isolate_on_commit_p_ = rng_.Real(0.01, 0.1);
+  if (rng_.Chance(0.3)) isolate_after_propose_p_ = rng_.Real(0.01, 0.05);
   propose_p_ = rng_.Real(0.02, 0.12);
   conf_p_ = rng_.Real(0.0005, 0.004);
   transfer_p_ = rng_.Real(0.0002, 0.002);
@@ -445,8 +463,13 @@ void Simulation::InjectFaults() {
     }
     if (!up.empty()) Crash(*up[rng_.Uniform(up.size())], false);
   }
+  if (rng_.Chance(leader_fault_p_)) LeaderFault();
   if (rng_.Chance(propose_p_)) Propose();
-  if (rng_.Chance(conf_p_)) ChangeMembership();
+  if (rng_.Chance(conf_p_)) {
+    // Operators race: sometimes several changes arrive together (all but one must be refused).
+    int burst = rng_.Chance(0.3) ? rng_.Range(2, 3) : 1;
+    for (int i = 0; i < burst; ++i) ChangeMembership();
+  }
   if (rng_.Chance(transfer_p_)) Transfer();
   if (rng_.Chance(read_p_)) Read();
 }
@@ -490,6 +513,41 @@ void Simulation::Partition() {
       break;
     }
   }
+}
+
+void Simulation::LeaderFault() {
+  SimNode* leader = AnyLeader();
+  if (leader == nullptr) return;
+  switch (rng_.Uniform(3)) {
+    case 0:
+      Crash(*leader, false);
+      break;
+    default:
+      IsolateWithBuddy(leader->id);
+      break;
+  }
+}
+
+void Simulation::IsolateWithBuddy(NodeId id) {
+  // Cut the replica off, alone or with one other it can keep replicating to (a minority that
+  // accumulates entries the majority side will overwrite).
+  NodeId buddy = kNoNode;
+  if (rng_.Chance(0.5)) {
+    std::vector<NodeId> others;
+    for (auto& [other, n] : nodes_) {
+      if (other != id && !n.decommissioned) others.push_back(other);
+    }
+    if (!others.empty()) buddy = others[rng_.Uniform(others.size())];
+  }
+  blocked_.clear();
+  for (auto& [x, nx] : nodes_) {
+    for (auto& [y, ny] : nodes_) {
+      bool x_side = x == id || x == buddy;
+      bool y_side = y == id || y == buddy;
+      if (x_side != y_side) blocked_.insert({x, y});
+    }
+  }
+  Trace("partition: isolate {} with {}", id, buddy);
 }
 
 void Simulation::Crash(SimNode& n, bool permanently) {
@@ -796,6 +854,7 @@ void Simulation::Propose() {
   }
   proposals_[id] = Proposal{n->id, n->incarnation, r->index, r->term};
   Trace("propose {} at node {} -> ({}, {})", id, n->id, r->index, r->term);
+  if (rng_.Chance(isolate_after_propose_p_)) IsolateWithBuddy(n->id);
 }
 
 void Simulation::ChangeMembership() {
@@ -951,6 +1010,10 @@ void Simulation::CheckInvariants() {
                          id, i, t, *committed_[i]));
         return;
       }
+    }
+    if (commit > n.commit_seen && r.role() == Role::kLeader && chaos_ &&
+        rng_.Chance(isolate_on_commit_p_)) {
+      IsolateWithBuddy(id);
     }
     n.commit_seen = std::max(n.commit_seen, commit);
   }
