@@ -116,6 +116,7 @@ class RaftNode::Impl {
     std::multimap<Clock::TimePoint, uint64_t>::iterator deadline_it;
   };
   struct ApplyTask {
+    std::optional<Term> lost_leadership;  // this replica stopped leading that term
     std::optional<Snapshot> snapshot;
     std::vector<Entry> entries;
     std::vector<ReadState> read_states;
@@ -163,6 +164,7 @@ class RaftNode::Impl {
   void Apply(ApplyTask& task);
   void ApplyEntry(Entry& e, Completions* out);
   void MaybeSnapshot();
+  void SaveLoop();
 
   void CountProposal(const ProposalResult& r);
 
@@ -200,6 +202,8 @@ class RaftNode::Impl {
   uint64_t next_read_ctx_ = 1;        // GUARDED_BY(mu_)
   uint64_t step_errors_logged_ = 0;   // GUARDED_BY(mu_)
   std::atomic<bool> stop_requested_{false};
+  // Ready loop only: the term this replica leads (0 when it does not).
+  Term leading_term_ = 0;
 
   // --- waiting proposals and reads. Lock order: mu_ before waiters_mu_. ---
   mutable std::mutex waiters_mu_;
@@ -222,11 +226,21 @@ class RaftNode::Impl {
   node_format::AddressBook address_book_;
   std::atomic<Index> applied_index_{0};  // applied_, for other threads
 
+  // --- snapshots handed from the apply thread to the saver thread ---
+  struct PendingSave {
+    SnapshotMetadata metadata;
+    std::shared_ptr<const std::string> data;
+  };
+  std::mutex save_mu_;
+  std::condition_variable save_cv_;
+  std::optional<PendingSave> pending_save_;  // GUARDED_BY(save_mu_)
+
   // --- threads ---
   Waiter tick_waiter_;
   std::thread ready_thread_;
   std::thread apply_thread_;
   std::thread tick_thread_;
+  std::thread save_thread_;
   std::unique_ptr<rpc::RpcServer> server_;
   HostPort listen_address_;
   std::mutex stop_mu_;  // serializes Stop()
@@ -442,6 +456,7 @@ Status RaftNode::Impl::Start() {
   ready_thread_ = std::thread([this] { ReadyLoop(); });
   apply_thread_ = std::thread([this] { ApplyLoop(); });
   tick_thread_ = std::thread([this] { TickLoop(); });
+  save_thread_ = std::thread([this] { SaveLoop(); });
   spdlog::info("raft node {} started (advertised as {}, data in {})", options_.id, advertise_,
                options_.data_dir);
   return Status::OK();
@@ -467,6 +482,11 @@ void RaftNode::Impl::Stop() {
   }
   if (ready_thread_.joinable()) ready_thread_.join();
   if (apply_thread_.joinable()) apply_thread_.join();
+  {
+    std::lock_guard lock(save_mu_);
+    save_cv_.notify_all();
+  }
+  if (save_thread_.joinable()) save_thread_.join();
   if (transport_ != nullptr) transport_->Stop();
   FailAllWaiters(Status::Cancelled(fmt::format("raft node {} stopped", options_.id)));
   spdlog::info("raft node {} stopped", options_.id);
@@ -488,6 +508,13 @@ void RaftNode::Impl::ReadyLoop() {
       role_gauge_->Set(static_cast<double>(rd.soft_state->role));
       state_cv_.notify_all();
     }
+    std::optional<Term> lost_leadership;
+    if (raft_->role() == Role::kLeader) {
+      leading_term_ = raft_->term();
+    } else if (leading_term_ != 0) {
+      lost_leadership = leading_term_;
+      leading_term_ = 0;
+    }
     term_gauge_->Set(static_cast<double>(raft_->term()));
     // 1. The leader's replication traffic goes out now, in parallel with its own write.
     transport_->Send(std::move(rd.messages));
@@ -496,12 +523,14 @@ void RaftNode::Impl::ReadyLoop() {
     // 4 (early). Committed entries were durable before this batch was built, so the apply
     // thread may apply them while this batch is persisted.
     ApplyTask task;
+    task.lost_leadership = lost_leadership;
     task.snapshot = rd.snapshot;
     task.entries = std::move(rd.committed_entries);
     task.read_states = std::move(rd.read_states);
     task.bytes =
         EntriesBytes(task.entries) + (task.snapshot.has_value() ? task.snapshot->data->size() : 0);
-    if (task.snapshot.has_value() || !task.entries.empty() || !task.read_states.empty()) {
+    if (task.lost_leadership.has_value() || task.snapshot.has_value() || !task.entries.empty() ||
+        !task.read_states.empty()) {
       std::unique_lock alock(apply_mu_);
       apply_space_cv_.wait(alock, [&] {
         return stop_requested_.load() || apply_queue_bytes_ == 0 ||
@@ -1020,6 +1049,9 @@ void RaftNode::Impl::ApplyLoop() {
 
 void RaftNode::Impl::Apply(ApplyTask& task) {
   Completions out;
+  if (task.lost_leadership.has_value() && options_.on_leadership) {
+    options_.on_leadership(false, *task.lost_leadership);
+  }
   if (task.snapshot.has_value()) {
     const SnapshotMetadata& meta = task.snapshot->metadata;
     StatusOr<node_format::Envelope> env = node_format::DecodeEnvelope(*task.snapshot->data);
@@ -1102,6 +1134,15 @@ void RaftNode::Impl::ApplyEntry(Entry& e, Completions* out) {
       break;
     }
     case EntryType::kNoOp:
+      if (options_.on_leadership) {
+        bool leading_this_term;
+        {
+          std::lock_guard lock(mu_);
+          leading_this_term = raft_->role() == Role::kLeader && raft_->term() == e.term;
+        }
+        // Applied in log order: every entry before this no-op is in the state machine.
+        if (leading_this_term) options_.on_leadership(true, e.term);
+      }
       break;
   }
   applied_ = e.index;
@@ -1148,21 +1189,42 @@ void RaftNode::Impl::MaybeSnapshot() {
                   meta.status().ToString());
     return;
   }
-  Status s = storage_->SaveSnapshot(*meta, *data);
-  if (!s.ok()) {
-    Status failed;
-    {
-      std::lock_guard lock(mu_);
-      FailLocked(s);
-      failed = failed_;
-    }
-    FailAllWaiters(Status::Unavailable(failed.message()));
-    return;
-  }
   last_snapshot_index_ = index;
-  snapshots_created_->Increment();
-  spdlog::info("raft node {}: snapshot at {} ({} bytes); WAL now starts at {}", options_.id, index,
-               data->size(), storage_->wal_first_index());
+  // Writing the file costs a write and two fsyncs; the saver thread does it so that applying
+  // (and so every proposal's completion) does not stall meanwhile. Until it is written the WAL
+  // still holds the entries, so a crash in between recovers from the previous snapshot.
+  {
+    std::lock_guard lock(save_mu_);
+    pending_save_ = PendingSave{*meta, std::move(data)};  // replaces an older one not yet saved
+  }
+  save_cv_.notify_one();
+}
+
+void RaftNode::Impl::SaveLoop() {
+  while (true) {
+    PendingSave save;
+    {
+      std::unique_lock lock(save_mu_);
+      save_cv_.wait(lock, [&] { return stop_requested_.load() || pending_save_.has_value(); });
+      if (stop_requested_.load()) return;  // the WAL still covers an unsaved snapshot
+      save = std::move(*pending_save_);
+      pending_save_.reset();
+    }
+    Status s = storage_->SaveSnapshot(save.metadata, *save.data);
+    if (!s.ok()) {
+      Status failed;
+      {
+        std::lock_guard lock(mu_);
+        FailLocked(s);
+        failed = failed_;
+      }
+      FailAllWaiters(Status::Unavailable(failed.message()));
+      return;
+    }
+    snapshots_created_->Increment();
+    spdlog::info("raft node {}: snapshot at {} ({} bytes); WAL now starts at {}", options_.id,
+                 save.metadata.index, save.data->size(), storage_->wal_first_index());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -172,6 +172,13 @@ struct NodeOptions {
   uint64_t wal_segment_bytes = 64 << 20;
   uint64_t random_seed = 0;  // 0: from std::random_device
 
+  // Leadership notifications for the application, on the apply thread, in order with
+  // StateMachine::Apply: (true, term) once this replica, as leader of `term`, has applied the
+  // no-op that opens the term -- its state machine then holds every entry committed before the
+  // term began, so it may act as leader on it (e.g. re-drive unfinished work); (false, term)
+  // when it stops leading that term. Must be quick; may call ProposeAsync.
+  std::function<void(bool is_leader, uint64_t term)> on_leadership;
+
   // Not owned; must outlive the node.
   FileSystem* fs = FileSystem::Default();
   Clock* clock = Clock::Real();

@@ -331,8 +331,25 @@ TEST(RaftNodeCluster, RestartedClusterRecoversEveryAppliedEntry) {
   EXPECT_EQ("after", v.items[n]);
 }
 
+// Leadership notifications, per node: (is_leader, term) in the order they came.
+struct LeadershipLog {
+  std::mutex mu;
+  std::map<NodeId, std::vector<std::pair<bool, uint64_t>>> events;
+  std::vector<std::pair<bool, uint64_t>> Of(NodeId id) {
+    std::lock_guard lock(mu);
+    return events[id];
+  }
+};
+
 TEST(RaftNodeCluster, TransferLeadershipHandsOverToTheTarget) {
-  Cluster c(3);
+  auto log = std::make_shared<LeadershipLog>();
+  Cluster c(3, [log](NodeOptions& o) {
+    NodeId id = o.id;
+    o.on_leadership = [log, id](bool is_leader, uint64_t term) {
+      std::lock_guard lock(log->mu);
+      log->events[id].emplace_back(is_leader, term);
+    };
+  });
   NodeId leader = c.WaitForLeader();
   ASSERT_NE(kNoNode, leader);
   ASSERT_TRUE(c.node(leader)->Propose("x", 5s).status.ok());
@@ -341,6 +358,19 @@ TEST(RaftNodeCluster, TransferLeadershipHandsOverToTheTarget) {
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(target, c.WaitForLeader());
   EXPECT_TRUE(c.node(target)->Propose("y", 5s).status.ok());
+  // The old leader heard it took office and left it; the new one that it took office, in a
+  // later term, once its no-op was applied (so "x" is in its state machine by then).
+  uint64_t old_term = 0;
+  ASSERT_TRUE(PollUntil([&] { return log->Of(leader).size() == 2; }));
+  auto old_events = log->Of(leader);
+  EXPECT_TRUE(old_events[0].first);
+  old_term = old_events[0].second;
+  EXPECT_EQ(std::make_pair(false, old_term), old_events[1]);
+  auto new_events = log->Of(target);
+  ASSERT_EQ(1u, new_events.size());
+  EXPECT_TRUE(new_events[0].first);
+  EXPECT_GT(new_events[0].second, old_term);
+  EXPECT_EQ(2u, c.log(target)->size());
 }
 
 TEST(RaftNodeCluster, LearnerJoinsCatchesUpIsPromotedAndAVoterIsRemoved) {
