@@ -583,7 +583,20 @@ void Raft::HandleAppend(Message& m) {
   resp.type = MessageType::kAppendResponse;
   resp.to = m.from;
   if (m.index < log_.commit()) {
-    // Everything up to our commit index matches the leader's log already.
+    // Everything up to our commit index matches the leader's log already, by Leader
+    // Completeness; anything else is a broken invariant, not something to overwrite.
+    std::optional<Term> prev = log_.TermAt(m.index);
+    TX_CHECK(!prev.has_value() || *prev == m.log_term,
+             "node {}: leader {} says committed entry {} has term {}, ours has term {}", id_,
+             m.from, m.index, m.log_term, prev.value_or(0));
+    for (const Entry& e : m.entries) {
+      if (e.index > log_.commit()) break;
+      std::optional<Term> ours = log_.TermAt(e.index);
+      TX_CHECK(!ours.has_value() || *ours == e.term,
+               "node {}: entry ({}, term {}) from leader {} conflicts with committed entry "
+               "(term {}); commit index {}",
+               id_, e.index, e.term, m.from, ours.value_or(0), log_.commit());
+    }
     resp.index = log_.commit();
     Send(std::move(resp));
     return;
