@@ -595,11 +595,13 @@ void RaftNode::Impl::TickLoop() {
     if (stop_requested_.load()) return;
     Clock::TimePoint now = clock->Now();
     if (now >= next) {
+      bool leader = false;
       {
         std::lock_guard lock(mu_);
         if (!stopping_ && failed_.ok()) raft_->Tick();
+        leader = raft_->role() == Role::kLeader;
       }
-      RequestFlush();
+      if (leader) RequestFlush();  // heartbeats; other roles send only through the Ready loop
       ready_cv_.notify_one();
       next += tick;
       if (next <= now) next = now + tick;  // fell behind (a stalled machine): do not burst
@@ -998,6 +1000,7 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
   }
   Status first_error;
   size_t refused = 0;
+  bool leader = false;
   {
     std::lock_guard lock(mu_);
     if (!running_ || stopping_ || !failed_.ok()) {
@@ -1016,8 +1019,11 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
                    refused, messages.size(), from, first_error.ToString());
     }
     if (refused > 0) ++step_errors_logged_;
+    leader = raft_->role() == Role::kLeader;
   }
-  RequestFlush();
+  // Only a leader has traffic to pull (TakeMessages); a follower's answers leave through the
+  // Ready loop once persisted, so waking its senders here would be wasted.
+  if (leader) RequestFlush();
   ready_cv_.notify_one();
   if (refused > 0) {
     step_errors_->Increment(refused);
