@@ -660,8 +660,8 @@ void Driver::Impl::Commit(const api::CommitTransactionRequest& request,
           CountOutcome(Outcome::ABORTED, "timeout");
           decided(Outcome::ABORTED, ErrorCode::ABORTED, "the transaction timed out before Commit");
         } else {
-          Txn* t = NewTxn(request.txid, parts.size() == 1 ? Phase::kOnePhase : Phase::kCollecting,
-                          std::move(parts), deadline);
+          const Phase phase = parts.size() == 1 ? Phase::kOnePhase : Phase::kCollecting;
+          Txn* t = NewTxn(request.txid, phase, std::move(parts), deadline);
           t->protocol = request.protocol;
           t->commit_waiters.push_back(std::move(done));
           Service(*t, a);
