@@ -74,6 +74,10 @@ uint64_t EntriesBytes(const std::vector<Entry>& entries) {
 
 struct HandlerGate;
 
+// The node's state and threads (docs/raft.md, "Runtime"). Thread-safe like RaftNode: every
+// public method may be called from any thread. The core is touched only under mu_, held for
+// microseconds and never across I/O or a callback; callbacks run after every lock is released.
+// Owns the storage, the transport and the threads; the StateMachine is the caller's.
 class RaftNode::Impl {
  public:
   Impl(NodeOptions options, StateMachine* sm);
@@ -106,8 +110,7 @@ class RaftNode::Impl {
  private:
   struct PendingProposal {
     Term term = 0;
-    Clock::TimePoint start;
-    Clock::TimePoint deadline;
+    Clock::TimePoint start;  // for the commit latency histogram
     ProposeCallback done;
     std::multimap<Clock::TimePoint, Index>::iterator deadline_it;
   };
@@ -728,7 +731,6 @@ void RaftNode::Impl::RegisterProposalLocked(EntryId id, Clock::TimePoint deadlin
   PendingProposal p;
   p.term = id.term;
   p.start = options_.clock->Now();
-  p.deadline = deadline;
   p.done = std::move(done);
   p.deadline_it = proposal_deadlines_.emplace(deadline, id.index);
   proposals_.emplace(id.index, std::move(p));
@@ -1249,6 +1251,17 @@ StatusOr<std::unique_ptr<RaftNode>> RaftNode::Create(NodeOptions options, StateM
   if (options.max_pending_proposals == 0 || options.max_pending_reads == 0 ||
       options.max_peer_queue_bytes == 0 || options.max_batch_bytes == 0) {
     return Status::InvalidArgument("raft node limits must be positive");
+  }
+  // A batch always carries at least one message, and one message at least one entry or chunk:
+  // each must fit an RPC frame with room for the rest of the batch, or it could never be sent.
+  constexpr uint64_t kMaxPayloadBytes = rpc::kDefaultMaxMessageBytes / 2;
+  if (options.max_proposal_bytes > kMaxPayloadBytes || options.max_batch_bytes > kMaxPayloadBytes ||
+      options.max_entries_bytes_per_msg > kMaxPayloadBytes ||
+      options.snapshot_chunk_bytes > kMaxPayloadBytes) {
+    return Status::InvalidArgument(
+        fmt::format("raft node proposal, batch, append and snapshot chunk sizes must be at most "
+                    "{} bytes (half an RPC frame)",
+                    kMaxPayloadBytes));
   }
   for (const auto& [id, hp] : options.peers) {
     if (id == kNoNode || id >= kMaxWireValue || hp.host.empty() ||

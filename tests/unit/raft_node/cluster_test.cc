@@ -590,5 +590,52 @@ TEST(RaftNodeCluster, StopFailsWaitingProposalsWithCancelled) {
   EXPECT_TRUE(c.node(leader)->Propose("after-stop", 1s).status.IsUnavailable());
 }
 
+TEST(RaftNodeOptions, CreateRefusesOptionsThatCouldNeverWork) {
+  testing::TempDir dir;
+  AppendLog log;
+  auto make = [&](auto tweak) {
+    NodeOptions o;
+    o.id = 1;
+    o.data_dir = dir.path();
+    o.peers = {{1, {"127.0.0.1", 7001}}};
+    tweak(o);
+    return RaftNode::Create(o, &log).status();
+  };
+  EXPECT_TRUE(make([](NodeOptions&) {}).ok());
+  EXPECT_TRUE(make([](NodeOptions& o) { o.id = 0; }).IsInvalidArgument());
+  EXPECT_TRUE(make([](NodeOptions& o) { o.data_dir.clear(); }).IsInvalidArgument());
+  EXPECT_TRUE(make([](NodeOptions& o) { o.peers[2] = {"", 7002}; }).IsInvalidArgument());
+  EXPECT_TRUE(make([](NodeOptions& o) { o.peers[2] = {"127.0.0.1", 0}; }).IsInvalidArgument());
+  EXPECT_TRUE(make([](NodeOptions& o) { o.tick_interval = 0ms; }).IsInvalidArgument());
+  EXPECT_TRUE(make([](NodeOptions& o) { o.max_pending_proposals = 0; }).IsInvalidArgument());
+  // A proposal that could never fit an RPC frame would be accepted and never replicated.
+  EXPECT_TRUE(make([](NodeOptions& o) { o.max_proposal_bytes = 64 << 20; }).IsInvalidArgument());
+  EXPECT_TRUE(make([](NodeOptions& o) { o.election_timeout_ticks = 1; }).IsInvalidArgument());
+}
+
+TEST(RaftNodeOptions, SingleReplicaElectsItselfAndCommitsAlone) {
+  testing::TempDir dir;
+  AppendLog log;
+  MetricsRegistry metrics;
+  NodeOptions o;
+  o.id = 7;
+  o.data_dir = dir.path();
+  o.tick_interval = 5ms;
+  o.metrics = &metrics;
+  StatusOr<std::unique_ptr<RaftNode>> node = RaftNode::Create(o, &log);
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  ASSERT_TRUE((*node)->Start().ok());
+  ASSERT_TRUE(PollUntil([&] { return (*node)->is_leader(); }));
+  ProposalResult r = (*node)->Propose("alone", 5s);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(1u, log.size());
+  EXPECT_TRUE((*node)->ReadBarrier(5s).ok());
+  NodeStatus st = (*node)->GetStatus();
+  EXPECT_EQ(NodeRole::kLeader, st.role);
+  EXPECT_EQ((std::vector<NodeId>{7}), st.voters);
+  EXPECT_EQ(st.commit_index, st.applied_index);
+  (*node)->Stop();
+}
+
 }  // namespace
 }  // namespace tx::raft
