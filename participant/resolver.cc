@@ -7,6 +7,7 @@
 #include <set>
 
 #include "CoordinatorService.h"
+#include "participant/service.h"
 
 namespace tx::participant {
 namespace {
@@ -87,16 +88,18 @@ StatusOr<OutcomeSource::Decision> CoordinatorOutcomeSource::Resolve(TxId txid) {
       return Status::Internal(fmt::format("Resolve({}) at {} failed: {} ({})", txid, endpoint,
                                           error->message, static_cast<int>(error->code)));
     }
-    switch (response.decision) {
-      case api::Decision::COMMITTED:
-        return Decision::kCommitted;
-      case api::Decision::ABORTED:
-        return Decision::kAborted;
-      case api::Decision::PENDING:
-        return Decision::kPending;
+    const int32_t decision = RawEnum(response.decision);
+    if (decision == api::Decision::COMMITTED) return Decision::kCommitted;
+    if (decision == api::Decision::ABORTED) return Decision::kAborted;
+    if (decision == api::Decision::PENDING) return Decision::kPending;
+    if (decision == api::Decision::UNDECIDED) {
+      // GetOutcome's answer, not Resolve's; if a coordinator says it anyway, it has not
+      // decided, and the only safe course is to ask again later.
+      spdlog::warn("Resolve({}) at {} answered UNDECIDED; asking again later", txid, endpoint);
+      return Decision::kPending;
     }
-    return Status::Internal(fmt::format("Resolve({}) at {}: unknown decision {}", txid, endpoint,
-                                        static_cast<int>(response.decision)));
+    return Status::Internal(
+        fmt::format("Resolve({}) at {}: unknown decision {}", txid, endpoint, decision));
   }
   return last;
 }

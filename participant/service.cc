@@ -88,15 +88,13 @@ api::Value ToApi(const Value& v) {
 
 Result<TxnInfo> FromApi(const api::TransactionInfo& info) {
   TxnInfo out;
-  switch (info.protocol) {
-    case api::Protocol::TWO_PHASE:
-      out.protocol = Protocol::kTwoPhase;
-      break;
-    case api::Protocol::THREE_PHASE:
-      out.protocol = Protocol::kThreePhase;
-      break;
-    default:
-      return InvalidArgument(fmt::format("unknown protocol {}", static_cast<int>(info.protocol)));
+  const int32_t protocol = RawEnum(info.protocol);
+  if (protocol == api::Protocol::TWO_PHASE) {
+    out.protocol = Protocol::kTwoPhase;
+  } else if (protocol == api::Protocol::THREE_PHASE) {
+    out.protocol = Protocol::kThreePhase;
+  } else {
+    return InvalidArgument(fmt::format("unknown protocol {}", protocol));
   }
   // Bounds the stored record; a transaction spans a handful of participants.
   constexpr size_t kMaxParticipants = 1024;

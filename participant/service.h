@@ -10,6 +10,8 @@
 
 #pragma once
 
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -41,6 +43,17 @@ class ParticipantServiceHandler final : public api::ParticipantServiceIf {
  private:
   Participant* const participant_;
 };
+
+// The integer in an enum field of a Thrift struct, read without loading it as the enum type:
+// a peer may send any i32, and loading a value outside the enum's range is undefined
+// behaviour (UBSan stops the process on it).
+template <typename Enum>
+int32_t RawEnum(const Enum& e) {
+  static_assert(sizeof(Enum) == sizeof(int32_t), "Thrift enums are 32-bit");
+  int32_t v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
 
 // Conversions between wire and engine types, exposed for tests and tools. The From* functions
 // fail (INVALID_ARGUMENT) on malformed input.

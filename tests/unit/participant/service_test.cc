@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "tests/support/temp_dir.h"
 
 namespace tx::participant {
@@ -140,9 +142,11 @@ TEST_F(ServiceTest, MalformedRequestsGetTypedErrors) {
   bad_protocol.statements = {s};
   bad_protocol.statements[0].sql = "SELECT 1";
   bad_protocol.statements[0].params = {};
-  api::TransactionInfo info;
-  info.protocol = static_cast<api::Protocol::type>(99);
-  bad_protocol.__set_info(info);
+  // As a peer could send it: 99 is no Protocol (written without an enum-typed store, which
+  // would itself be undefined behaviour).
+  const int32_t ninety_nine = 99;
+  std::memcpy(&bad_protocol.info.protocol, &ninety_nine, sizeof ninety_nine);
+  bad_protocol.__isset.info = true;
   EXPECT_EQ(api::ErrorCode::INVALID_ARGUMENT,
             Thrown([&] { handler_->Execute(out, bad_protocol); }).code);
 
