@@ -9,6 +9,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -129,10 +130,11 @@ class Cluster {
     return Status::OK();
   }
 
-  Status StartCoordinator(int id, std::vector<std::string> extra_env = {}) {
+  // `env`, when given, replaces the options' environment for this replica (e.g. to restart it
+  // without the failpoint it crashed at).
+  Status StartCoordinator(int id, std::optional<std::vector<std::string>> env_override = {}) {
     std::string data = fmt::format("{}/coord{}", dir_.path(), id);
-    std::vector<std::string> env = options_.coordinator_env[id];
-    for (auto& e : extra_env) env.push_back(e);
+    std::vector<std::string> env = env_override.value_or(options_.coordinator_env[id]);
     StatusOr<Subprocess> p =
         StartServing({BinaryDir() + "/txcoord", "--id", std::to_string(id), "--listen",
                       fmt::format("127.0.0.1:{}", coord_ports_[id]), "--peers", peers_,
@@ -147,9 +149,8 @@ class Cluster {
     return Status::OK();
   }
 
-  Status StartParticipant(int i, std::vector<std::string> extra_env = {}) {
-    std::vector<std::string> env = options_.participant_env[i];
-    for (auto& e : extra_env) env.push_back(e);
+  Status StartParticipant(int i, std::optional<std::vector<std::string>> env_override = {}) {
+    std::vector<std::string> env = env_override.value_or(options_.participant_env[i]);
     std::string coordinators;
     for (const HostPort& hp : endpoints_) {
       coordinators += (coordinators.empty() ? "" : ",") + ToString(hp);
@@ -200,6 +201,29 @@ class Cluster {
           return s.ok() && s.value.decided_transactions == 0;
         },
         timeout);
+  }
+
+  // What is unresolved, for failure messages: prepared txids per participant and the leader's
+  // transactions in progress.
+  std::string DescribeUnresolved() {
+    std::string out;
+    for (int i = 0; i < options_.participants; ++i) {
+      DirectDb db(db_path(i));
+      out += fmt::format("{} prepared: [{}]; ", name(i),
+                         fmt::join(db.Ints("SELECT txid FROM _txpart_prepared"), ","));
+    }
+    CoordReply<api::ListTransactionsResponse> list = client_->ListTransactions();
+    if (!list.ok()) return out + "ListTransactions: " + list.Describe();
+    for (const api::TransactionView& v : list.value.transactions) {
+      out += fmt::format("txid {} phase {}:", v.txid, static_cast<int>(v.phase));
+      for (const api::ParticipantProgress& p : v.participants) {
+        out += fmt::format(" {}(vote {} waiting {} acked {} attempts {} error '{}')", p.name,
+                           static_cast<int>(p.vote), p.waiting, p.acknowledged, p.attempts,
+                           p.last_error);
+      }
+      out += "; ";
+    }
+    return out;
   }
 
   // Sum of every balance at every participant, read from the files.

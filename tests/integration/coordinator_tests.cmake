@@ -7,3 +7,8 @@ find_package(SQLite3 REQUIRED)
                     tx_test_coordinator_client tx_test_support tx_rpc tx_thrift
                         SQLite::SQLite3 LABELS integration TIMEOUT 300)
         add_dependencies(coordinator_basic_test txcoord txpart)
+
+            tx_add_test(NAME coordinator_crash_test SOURCES coordinator_crash_test.cc LIBS
+                            tx_test_coordinator_client tx_test_support tx_rpc tx_thrift
+                                SQLite::SQLite3 LABELS integration TIMEOUT 300)
+                add_dependencies(coordinator_crash_test txcoord txpart)
