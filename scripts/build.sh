@@ -8,7 +8,10 @@ kind=${1:?usage: build.sh release|asan [targets...]}
 shift
 case $kind in
   release) flags=(-DCMAKE_BUILD_TYPE=Release -DTX_SANITIZE=OFF) ;;
-  asan) flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTX_SANITIZE=ON) ;;
+  # -O1 with line tables only: compiles markedly faster than -O2 -g and still gives the
+  # sanitizers' reports file:line stack traces. Benchmarks are not built.
+  asan) flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
+               -DTX_SANITIZE=ON -DTX_BUILD_BENCHMARKS=OFF) ;;
   *) echo "build.sh: unknown build kind '$kind' (want release or asan)" >&2; exit 2 ;;
 esac
 dir="$root/build/$kind"
