@@ -44,6 +44,7 @@ class ParticipantImpl final : public Participant {
   std::vector<TxnStatus> ListPrepared(TxId after, size_t limit, bool* more) override;
   std::vector<TxId> InDoubt(Clock::Duration min_age) override;
   Stats GetStats() override;
+  Status Health() override { return writer_->Health(); }
 
  private:
   struct Txn;

@@ -261,6 +261,10 @@ class Participant {
 
   virtual Stats GetStats() = 0;
 
+  // OK, or why the agent cannot make anything durable (after an I/O error at commit it stops
+  // writing until restarted). For health checks.
+  virtual Status Health() = 0;
+
   const Options& options() const { return options_; }
 
  protected:

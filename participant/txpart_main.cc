@@ -135,8 +135,8 @@ int main(int argc, char** argv) {
   if (!metrics_listen.empty()) {
     tx::StatusOr<tx::HostPort> at = tx::ParseHostPort(metrics_listen);
     if (!at.ok()) return Fail("--metrics-listen", at.status());
-    tx::StatusOr<std::unique_ptr<tx::MetricsHttpServer>> started =
-        tx::MetricsHttpServer::Start(*at, tx::MetricsRegistry::Default());
+    tx::StatusOr<std::unique_ptr<tx::MetricsHttpServer>> started = tx::MetricsHttpServer::Start(
+        *at, tx::MetricsRegistry::Default(), [p = participant->get()] { return p->Health(); });
     if (!started.ok()) return Fail("metrics server", started.status());
     metrics = *std::move(started);
     spdlog::info("metrics on http://{}/metrics", metrics->address());

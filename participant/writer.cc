@@ -546,7 +546,9 @@ void Writer::RunBatch(const std::vector<Job*>& jobs) {
   }
   if (s.ok() && outcomes_since_prune_ >= kPruneEveryOutcomes) s = PruneOutcomes();
   if (s.ok()) {
-    s = Exec(db, "COMMIT");
+    // Tests inject a failing COMMIT here (disk full, I/O error) without a faulty disk.
+    s = TX_FAILPOINT_STATUS("participant.batch_commit");
+    if (s.ok()) s = Exec(db, "COMMIT");
     if (!s.ok() && (s.IsIOError() || s.code() == Status::Code::kCorruption)) {
       // After a failed fsync the page cache may hold data the disk does not: stop writing.
       std::lock_guard<std::mutex> lock(mu_);

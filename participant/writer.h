@@ -120,6 +120,12 @@ class Writer {
   // transaction reads it before its first statement (see CommitVersions).
   uint64_t visible_seq() const { return visible_seq_.load(std::memory_order_acquire); }
 
+  // OK, or Unavailable with the reason the writer stopped writing.
+  Status Health() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_.empty() ? Status::OK() : Status::Unavailable(failed_);
+  }
+
   size_t queued() {
     std::lock_guard<std::mutex> lock(mu_);
     return queue_.size();

@@ -332,6 +332,52 @@ TEST_F(ParticipantTest, NonConflictingPreparesShareOneFsync) {
   EXPECT_EQ(2, GetStats().durable_batches - batches_before);
 }
 
+// ---- storage failures
+
+TEST_F(ParticipantTest, FailedDurableWriteIsUnavailableAndChangesNothing) {
+  MustExec(1, "UPDATE accounts SET balance = 1 WHERE id = 1");
+  {
+    ScopedFailPoint full("participant.batch_commit", "error(NoSpace)");
+    Result<Vote> v = p_->Prepare(1, nullptr);
+    ASSERT_FALSE(v.ok());
+    EXPECT_EQ(ErrorCode::kUnavailable, v.error().code);
+    EXPECT_FALSE(v.error().transaction_aborted);
+  }
+  EXPECT_EQ(TxnState::kActive, p_->GetStatus(1).value().state);
+  EXPECT_EQ(Value(int64_t{0}), ReadDirect("SELECT count(*) FROM _txpart_prepared"));
+  EXPECT_TRUE(p_->Health().ok());
+  // The disk has room again: the same transaction prepares and commits.
+  ASSERT_EQ(Vote::Kind::kYes, MustPrepare(1));
+  {
+    ScopedFailPoint full("participant.batch_commit", "error(NoSpace)");
+    EXPECT_EQ(ErrorCode::kUnavailable, p_->Commit(1).error().code);
+  }
+  EXPECT_EQ(TxnState::kPrepared, p_->GetStatus(1).value().state);
+  ASSERT_TRUE(p_->Commit(1).ok());
+  EXPECT_EQ(Value(int64_t{1}), ReadDirect("SELECT balance FROM accounts WHERE id = 1"));
+}
+
+TEST_F(ParticipantTest, IoErrorAtCommitStopsAllWritesUntilRestart) {
+  MustExec(1, "UPDATE accounts SET balance = 1 WHERE id = 1");
+  ASSERT_EQ(Vote::Kind::kYes, MustPrepare(1));
+  {
+    ScopedFailPoint broken("participant.batch_commit", "error(IOError),times=1");
+    EXPECT_EQ(ErrorCode::kUnavailable, p_->Commit(1).error().code);
+  }
+  // The page cache may no longer match the disk: nothing more is written...
+  EXPECT_FALSE(p_->Health().ok());
+  EXPECT_EQ(ErrorCode::kUnavailable, p_->Commit(1).error().code);
+  EXPECT_EQ(ErrorCode::kUnavailable,
+            Exec(2, "UPDATE accounts SET balance = 2 WHERE id = 2").error().code);
+  MustExec(3, "SELECT balance FROM accounts WHERE id = 1");  // reads still work
+  // ...until a restart recovers what is durable: 1 is still prepared and commits.
+  Reopen();
+  EXPECT_TRUE(p_->Health().ok());
+  EXPECT_EQ(TxnState::kPrepared, p_->GetStatus(1).value().state);
+  ASSERT_TRUE(p_->Commit(1).ok());
+  EXPECT_EQ(Value(int64_t{1}), ReadDirect("SELECT balance FROM accounts WHERE id = 1"));
+}
+
 // ---- idempotency and calls after the outcome
 
 TEST_F(ParticipantTest, RepeatedCallsAnswerTheRecordedOutcome) {
