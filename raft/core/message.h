@@ -121,6 +121,10 @@ StatusOr<ConfChangeEntry> DecodeConfChange(std::string_view data);
 //   kReadIndex         -             -              -       -      -            context
 //   kReadIndexResponse -             read index     -       -      reject       context
 //
+// kSnapshotResponse: snapshot_offset is how many contiguous bytes of the snapshot the follower
+// holds; reject means it holds nothing of it (e.g. after a restart) and the leader starts over.
+// The chunk with snapshot_done is answered by a kAppendResponse once the snapshot is installed.
+//
 // kAppendResponse: on success `index` is the highest index known to match the leader's log;
 // on reject `index` is the rejected prev index and (reject_hint, log_term) is the follower's
 // suggestion for where the logs may match (fast back-off, §5.3 of the Raft paper's extended
