@@ -2,11 +2,21 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
 #include <string_view>
 #include <utility>
 
 namespace tx::raft {
 namespace {
+
+// The integer in a Thrift enum field, read without loading it as the enum type.
+template <typename Enum>
+int32_t RawEnum(const Enum& e) {
+  static_assert(sizeof(Enum) == sizeof(int32_t), "Thrift enums are 32-bit");
+  int32_t v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
 
 int64_t ToWire(uint64_t v) {
   // Our own values: a core that produced one this large has a bug.
@@ -93,8 +103,8 @@ raft_api::Message ToThrift(Message m) {
   return out;
 }
 
-StatusOr<Message> FromThrift(raft_api::Message w) {
-  int type = static_cast<int>(w.type);
+StatusOr<Message> FromThrift(raft_api::Message& w) {
+  int32_t type = RawEnum(w.type);
   if (type < 0 || type > kMaxMessageType) {
     return Status::InvalidArgument(fmt::format("message has unknown type {}", type));
   }
@@ -127,8 +137,8 @@ StatusOr<Message> FromThrift(raft_api::Message w) {
   m.snapshot_data = std::move(w.snapshot_data);
   m.entries.reserve(w.entries.size());
   for (raft_api::Entry& we : w.entries) {
-    int entry_type = static_cast<int>(we.type);
-    if (entry_type < 0 || entry_type > static_cast<int>(EntryType::kConfChange)) {
+    int32_t entry_type = RawEnum(we.type);
+    if (entry_type < 0 || entry_type > static_cast<int32_t>(EntryType::kConfChange)) {
       return Status::InvalidArgument(
           fmt::format("{}: entry has unknown type {}", MessageTypeName(m.type), entry_type));
     }
@@ -143,7 +153,7 @@ StatusOr<Message> FromThrift(raft_api::Message w) {
   return m;
 }
 
-StatusOr<std::vector<Message>> FromThriftBatch(raft_api::MessageBatch batch, NodeId self) {
+StatusOr<std::vector<Message>> FromThriftBatch(raft_api::MessageBatch& batch, NodeId self) {
   FieldReader r("batch");
   NodeId from = r.Get(batch.from_node, "from");
   NodeId to = r.Get(batch.to_node, "to");
@@ -161,7 +171,7 @@ StatusOr<std::vector<Message>> FromThriftBatch(raft_api::MessageBatch batch, Nod
   std::vector<Message> out;
   out.reserve(batch.messages.size());
   for (size_t i = 0; i < batch.messages.size(); ++i) {
-    StatusOr<Message> m = FromThrift(std::move(batch.messages[i]));
+    StatusOr<Message> m = FromThrift(batch.messages[i]);
     if (!m.ok()) return m.status().Annotate(fmt::format("message {} of batch from {}", i, from));
     if (m->from != from || m->to != to) {
       return Status::InvalidArgument(

@@ -32,10 +32,16 @@ inline constexpr uint64_t kMaxWireValue = uint64_t{1} << 62;
 inline constexpr size_t kMaxMessagesPerBatch = 1 << 16;
 
 raft_api::Message ToThrift(Message m);
-StatusOr<Message> FromThrift(raft_api::Message m);
+
+// The From* functions take the wire struct by reference and move its payloads (entries'
+// data, context, snapshot data) out, so a batch is not copied. They read enum fields as raw
+// integers and never copy or move a wire struct whole: a peer may send any i32 there, and
+// loading an out-of-range value as the enum type is undefined behaviour (UBSan stops the
+// process on it).
+StatusOr<Message> FromThrift(raft_api::Message& w);
 
 // Validates the batch header (addressed to `self`, from a real other replica, every message
 // carrying the same from/to) and converts every message. All or nothing.
-StatusOr<std::vector<Message>> FromThriftBatch(raft_api::MessageBatch batch, NodeId self);
+StatusOr<std::vector<Message>> FromThriftBatch(raft_api::MessageBatch& batch, NodeId self);
 
 }  // namespace tx::raft

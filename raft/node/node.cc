@@ -282,7 +282,7 @@ class RaftServiceHandler final : public raft_api::RaftServiceIf {
     // The generated processor hands us a reference to its own non-const argument object, which
     // it discards after the call; moving the payloads out saves copying every entry.
     auto& owned = const_cast<raft_api::MessageBatch&>(batch);
-    StatusOr<std::vector<Message>> messages = FromThriftBatch(std::move(owned), self);
+    StatusOr<std::vector<Message>> messages = FromThriftBatch(owned, self);
     if (!messages.ok()) {
       spdlog::warn("raft node {}: refused a batch: {}", self, messages.status().ToString());
       ThrowRaftError(raft_api::RaftErrorCode::INVALID_ARGUMENT, messages.status().ToString());

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <thread>
 #include <utility>
@@ -45,7 +46,10 @@ class RaftPeerPool final : public rpc::ConnectionPoolBase {
       client->Deliver(batch);
     } catch (const raft_api::RaftError& e) {
       // A reply: the connection is still in step.
-      status = e.code == raft_api::RaftErrorCode::UNAVAILABLE
+      // The code is read as an integer: a peer may send any i32 (see convert.h).
+      int32_t code;
+      std::memcpy(&code, &e.code, sizeof code);
+      status = code == raft_api::RaftErrorCode::UNAVAILABLE
                    ? Status::Unavailable(fmt::format("{}: {}", endpoint(), e.message))
                    : Status::InvalidArgument(fmt::format("{}: {}", endpoint(), e.message));
     } catch (const std::exception& e) {
