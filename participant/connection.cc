@@ -20,6 +20,8 @@ StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& path, 
   auto conn = std::unique_ptr<Connection>(new Connection(std::move(db), schema));
   int rc = sqlite3_set_authorizer(conn->db(), &Connection::Authorize, conn.get());
   if (rc != SQLITE_OK) return SqliteStatus(rc, conn->db(), "set authorizer");
+  // Every ~1000 virtual-machine steps: cheap, and fine-grained enough for a deadline.
+  sqlite3_progress_handler(conn->db(), 1000, &Connection::OnProgress, conn.get());
   return conn;
 }
 
@@ -29,6 +31,10 @@ Connection::~Connection() {
   // Statements go before the handle closes.
   user_cache_.Clear();
   internal_cache_.Clear();
+}
+
+int Connection::OnProgress(void* self) {
+  return static_cast<Connection*>(self)->deadline_passed() ? 1 : 0;
 }
 
 int Connection::Authorize(void* self, int action, const char* a1, const char* /*a2*/,

@@ -11,7 +11,9 @@
 
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,11 +57,21 @@ class Connection {
   // effects were captured in the changeset already.
   void SetTriggersEnabled(bool on);
 
+  // While set, a statement still running at `deadline` is interrupted (SQLITE_INTERRUPT;
+  // RunStatement reports TIMED_OUT). Real time: it guards against runaway queries.
+  void set_deadline(std::optional<std::chrono::steady_clock::time_point> deadline) {
+    deadline_ = deadline;
+  }
+  bool deadline_passed() const {
+    return deadline_.has_value() && std::chrono::steady_clock::now() >= *deadline_;
+  }
+
  private:
   Connection(DbHandle db, SchemaCache* schema);
   static int Authorize(void* self, int action, const char* a1, const char* a2, const char* db_name,
                        const char* trigger);
   int AuthorizeUser(int action, const char* a1, const char* db_name);
+  static int OnProgress(void* self);
 
   DbHandle db_;
   SchemaCache* const schema_;
@@ -70,6 +82,21 @@ class Connection {
   bool user_mode_ = false;
   std::string denied_;                // why the last refusal happened
   std::vector<std::string> written_;  // tables written by the statement being prepared
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
+};
+
+// Sets a connection's statement deadline `timeout_ms` from now, for its own lifetime.
+class StatementDeadline {
+ public:
+  StatementDeadline(Connection* conn, int64_t timeout_ms) : conn_(conn) {
+    conn_->set_deadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms));
+  }
+  ~StatementDeadline() { conn_->set_deadline(std::nullopt); }
+  StatementDeadline(const StatementDeadline&) = delete;
+  StatementDeadline& operator=(const StatementDeadline&) = delete;
+
+ private:
+  Connection* const conn_;
 };
 
 }  // namespace tx::participant

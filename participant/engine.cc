@@ -57,6 +57,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "ABORTED";
     case ErrorCode::kUnavailable:
       return "UNAVAILABLE";
+    case ErrorCode::kTimedOut:
+      return "TIMED_OUT";
   }
   return "UNKNOWN_ERROR_CODE";
 }
@@ -202,7 +204,8 @@ Status ParticipantImpl::Init() {
     Status s = Exec(writer_conn->db(), o.init_sql);
     if (!s.ok()) return s.Annotate("init SQL");
   }
-  Writer::Limits limits{o.max_result_bytes, o.max_changeset_bytes, o.max_durable_outcomes};
+  Writer::Limits limits{o.max_result_bytes, o.max_changeset_bytes, o.max_durable_outcomes,
+                        o.statement_timeout_ms};
   TX_ASSIGN_OR_RETURN(writer_, Writer::Start(std::move(writer_conn), limits, &locks_, &versions_,
                                              clock_, MetricsRegistry::Default()));
   for (size_t i = 0; i < o.reader_connections; ++i) {
@@ -419,6 +422,7 @@ std::optional<Result<std::vector<ResultSet>>> ParticipantImpl::TryReadOnly(
   if (!readonly.ok()) return Result<std::vector<ResultSet>>(readonly.error());
   if (!readonly.value()) return std::nullopt;
   // One read transaction: the statements see one snapshot.
+  StatementDeadline deadline(reader.get(), options().statement_timeout_ms);
   Status begun = Exec(reader->db(), "BEGIN");
   if (!begun.ok())
     return Result<std::vector<ResultSet>>(Error{ErrorCode::kUnavailable, begun.ToString()});

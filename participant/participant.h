@@ -89,6 +89,8 @@ enum class ErrorCode : uint8_t {
   kResourceExhausted = 12,
   kAborted = 13,
   kUnavailable = 14,
+  // 15 is NOT_LEADER, a coordinator's answer.
+  kTimedOut = 16,
 };
 
 std::string_view ErrorCodeName(ErrorCode code);
@@ -187,6 +189,10 @@ struct Options {
   // RPC frame limit.
   size_t max_result_bytes = 8 << 20;
   size_t max_statements_per_execute = 1000;
+  // Bounds how long one Execute's statements may run (a runaway query would otherwise hold
+  // the writer, and with it every prepare and commit, or a reader, forever). Past it the
+  // Execute fails with TIMED_OUT and has no effect.
+  int64_t statement_timeout_ms = 10000;
   // Bounds per-transaction locks (each costs ~100 bytes; beyond this, split the transaction).
   size_t max_locks_per_transaction = 200000;
   // Finished outcomes remembered in memory, for idempotent answers about transactions that

@@ -134,7 +134,11 @@ Result<ResultSet> RunStatement(Connection* conn, const Statement& statement, siz
   }
   conn->set_user_mode(false);
   if (rc != SQLITE_DONE) {
-    Error e = StepError(conn->db(), rc);
+    Error e = (rc & 0xff) == SQLITE_INTERRUPT && conn->deadline_passed()
+                  ? Error{ErrorCode::kTimedOut,
+                          "the statements ran past the statement time limit and were stopped; "
+                          "the Execute had no effect"}
+                  : StepError(conn->db(), rc);
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return e;

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   std::string name, db, listen, coordinators, metrics_listen, log_level = "info", log_file;
   std::string init_sql_file;
   int64_t lock_timeout_ms = 5000, idle_timeout_ms = 60000, resolve_after_ms = 10000;
+  int64_t statement_timeout_ms = 10000;
   size_t max_transactions = 4096;
   uint32_t max_request_bytes = tx::rpc::kDefaultMaxMessageBytes;
   int max_connections = 256;
@@ -77,6 +78,9 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout-ms", idle_timeout_ms,
                  "an unprepared transaction idle this long is aborted")
       ->check(CLI::Range(int64_t{1}, int64_t{86400000}));
+  app.add_option("--statement-timeout-ms", statement_timeout_ms,
+                 "an Execute whose statements run longer is stopped (TIMED_OUT)")
+      ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
   app.add_option("--resolve-after-ms", resolve_after_ms,
                  "ask the coordinators about a prepared transaction whose outcome is this late")
       ->check(CLI::Range(int64_t{1}, int64_t{86400000}));
@@ -120,6 +124,7 @@ int main(int argc, char** argv) {
   options.db_path = db;
   options.lock_timeout_ms = lock_timeout_ms;
   options.idle_timeout_ms = idle_timeout_ms;
+  options.statement_timeout_ms = statement_timeout_ms;
   options.max_transactions = max_transactions;
   options.foreign_keys = foreign_keys;
   if (!init_sql_file.empty()) {

@@ -271,10 +271,15 @@ void Writer::RunCapture(Job* job) {
     job->error = Unavailable(begun);
     return;
   }
-  // Everything below ends in ROLLBACK: a capture never changes the database.
-  auto fail = [&](Error e) {
+  // Everything below ends in ROLLBACK: a capture never changes the database. (An interrupted
+  // write statement may have rolled the transaction back already.)
+  auto rollback = [&] {
+    if (sqlite3_get_autocommit(db) != 0) return;
     Status rolled_back = Exec(db, "ROLLBACK");
     TX_CHECK(rolled_back.ok(), "ROLLBACK of a capture failed: {}", rolled_back.ToString());
+  };
+  auto fail = [&](Error e) {
+    rollback();
     job->error = std::move(e);
   };
   const std::string& base = *job->changeset;
@@ -301,9 +306,11 @@ void Writer::RunCapture(Job* job) {
   // those it left as they were (which the changeset omits).
   TouchedRows touched;
   sqlite3_update_hook(db, OnRowUpdated, &touched);
+  auto deadline = std::make_unique<StatementDeadline>(conn_.get(), limits_.statement_timeout_ms);
   for (size_t i = 0; i < job->statements->size(); ++i) {
     Result<ResultSet> rs = RunStatement(conn_.get(), (*job->statements)[i], &budget);
     if (!rs.ok()) {
+      deadline.reset();
       sqlite3_update_hook(db, nullptr, nullptr);
       Error e = rs.error();
       if (job->statements->size() > 1) e.message = fmt::format("statement {}: {}", i, e.message);
@@ -312,6 +319,7 @@ void Writer::RunCapture(Job* job) {
     }
     out.results.push_back(std::move(rs.value()));
   }
+  deadline.reset();
   sqlite3_update_hook(db, nullptr, nullptr);
   if (touched.overflow) {
     session.reset();
@@ -357,8 +365,7 @@ void Writer::RunCapture(Job* job) {
                                   "limit of {}; split it into smaller transactions",
                                   combined->size(), limits_.max_changeset_bytes)});
   }
-  Status rolled_back = Exec(db, "ROLLBACK");
-  TX_CHECK(rolled_back.ok(), "ROLLBACK of a capture failed: {}", rolled_back.ToString());
+  rollback();
   out.changeset = *std::move(combined);
   out.locks = std::move(locks.value());
   job->capture = std::move(out);

@@ -69,6 +69,7 @@ class Writer {
     size_t max_result_bytes = 8 << 20;
     size_t max_changeset_bytes = 4 << 20;
     size_t max_durable_outcomes = 1000000;
+    int64_t statement_timeout_ms = 10000;
   };
 
   // Creates the agent's tables if missing and checks their format version. `versions` gets

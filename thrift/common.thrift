@@ -95,6 +95,7 @@ enum ErrorCode {
   ABORTED = 13,              // the transaction was already aborted (e.g. idle timeout)
   UNAVAILABLE = 14,          // cannot serve now (shutting down, storage error); retry may help
   NOT_LEADER = 15,           // a coordinator replica that is not the leader (see leader_hint)
+  TIMED_OUT = 16,            // a statement ran past its time limit; the call had no effect
 }
 
 // The one exception type of every call.

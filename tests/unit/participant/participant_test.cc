@@ -707,6 +707,28 @@ TEST_F(ParticipantTest, OversizeRequestsAndResultsAreRefused) {
   EXPECT_EQ(Value(int64_t{3}), ReadDirect("SELECT count(*) FROM accounts"));
 }
 
+TEST_F(ParticipantTest, RunawayStatementIsStoppedAtTheTimeLimit) {
+  tweak_ = [](Options* o) { o->statement_timeout_ms = 200; };
+  Reopen();
+  const std::string forever =
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+  // On a reader (nothing written yet)...
+  auto r = Exec(1, forever);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorCode::kTimedOut, r.error().code);
+  EXPECT_FALSE(r.error().transaction_aborted);
+  // ...and on the writer, where it would hold up every prepare and commit.
+  MustExec(1, "UPDATE accounts SET balance = 1 WHERE id = 1");
+  r = Exec(1, {Sql("UPDATE accounts SET balance = 2 WHERE id = 2"),
+               Sql("UPDATE accounts SET note = (" + forever + ") WHERE id = 3")});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorCode::kTimedOut, r.error().code);
+  // The timed-out request had no effect; the earlier one stands and commits.
+  MustCommit(1);
+  EXPECT_EQ(Value(int64_t{1}), ReadDirect("SELECT balance FROM accounts WHERE id = 1"));
+  EXPECT_EQ(Value(int64_t{100}), ReadDirect("SELECT balance FROM accounts WHERE id = 2"));
+}
+
 TEST_F(ParticipantTest, InvalidTxidsAreRefused) {
   EXPECT_EQ(ErrorCode::kInvalidArgument, Exec(0, "SELECT 1").error().code);
   EXPECT_EQ(ErrorCode::kInvalidArgument, Exec(-5, "SELECT 1").error().code);
