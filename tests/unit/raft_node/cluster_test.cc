@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TSocket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -569,6 +572,58 @@ TEST(RaftNodeCluster, MalformedBatchesAreRefusedAndTheNodeKeepsServing) {
   EXPECT_NE("", deliver(bad_type));
 
   EXPECT_EQ(leader, c.WaitForLeader());
+  EXPECT_TRUE(c.node(leader)->Propose("still-serving", 5s).status.ok());
+  ASSERT_TRUE(c.WaitConverged({1, 2, 3}, 1));
+}
+
+// Regression: enum fields were loaded as the enum type, which is undefined for a value outside
+// the enum's range; UBSan builds stopped the receiving replica on such a batch. The batch here
+// is built valid, serialized, and patched on the wire to carry type 77.
+TEST(RaftNodeCluster, OutOfRangeEnumOnTheWireIsRefusedWithoutHarm) {
+  Cluster c(3);
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  NodeId target = leader == 1 ? 2 : 1;
+  raft_api::MessageBatch batch;
+  batch.from_node = static_cast<int64_t>(leader);
+  batch.to_node = static_cast<int64_t>(target);
+  raft_api::Message hb;
+  hb.type = raft_api::MessageType::HEARTBEAT;
+  hb.from_node = batch.from_node;
+  hb.to_node = batch.to_node;
+  hb.term = 1;
+  batch.messages = {hb};
+
+  auto memory = std::make_shared<apache::thrift::transport::TMemoryBuffer>();
+  raft_api::RaftServiceClient(std::make_shared<apache::thrift::protocol::TBinaryProtocol>(memory))
+      .send_Deliver(batch);
+  std::string bytes = memory->getBufferAsString();
+  // The Message's field 1 (i32 type = 2): field type 8, id 1, big-endian value.
+  const std::string field = std::string("\x08\x00\x01\x00\x00\x00\x02", 7);
+  size_t at = bytes.find(field);
+  ASSERT_NE(std::string::npos, at);
+  bytes[at + 6] = 77;
+
+  auto socket = std::make_shared<apache::thrift::transport::TSocket>(c.address(target).host,
+                                                                     c.address(target).port);
+  socket->setRecvTimeout(5000);
+  auto framed = std::make_shared<apache::thrift::transport::TFramedTransport>(socket);
+  framed->open();
+  framed->write(reinterpret_cast<const uint8_t*>(bytes.data()),
+                static_cast<uint32_t>(bytes.size()));
+  framed->flush();
+  raft_api::RaftServiceClient reader(
+      std::make_shared<apache::thrift::protocol::TBinaryProtocol>(framed));
+  bool refused = false;
+  try {
+    reader.recv_Deliver();
+  } catch (const raft_api::RaftError& e) {
+    refused = true;
+    EXPECT_NE(std::string::npos, e.message.find("unknown type 77")) << e.message;
+  }
+  EXPECT_TRUE(refused);
+  framed->close();
+
   EXPECT_TRUE(c.node(leader)->Propose("still-serving", 5s).status.ok());
   ASSERT_TRUE(c.WaitConverged({1, 2, 3}, 1));
 }
