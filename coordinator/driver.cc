@@ -237,6 +237,13 @@ class Driver::Impl {
   void OnEndResult(TxId txid, uint64_t epoch, uint64_t gen,
                    StatusOr<coordlog::CommandResult> result);
 
+  // Starts phase two for every live record in the state that no transaction in memory drives;
+  // returns how many. At BecomeLeader these are the previous leaders' records; later, decisions
+  // this replica proposed in an earlier term that were committed in the current one (a
+  // proposal queued when leadership changed enters the log in the new term, after the state
+  // was scanned).
+  size_t AdoptOrphans(Actions& a);
+
   // Txid blocks.
   std::optional<TxId> TakeTxid();
   int64_t TxidsLeft() const;
@@ -265,6 +272,7 @@ class Driver::Impl {
   uint64_t epoch_ = 0;                                    // GUARDED_BY(mu_)
   uint64_t term_ = 0;                                     // GUARDED_BY(mu_)
   TimePoint serving_since_{};                             // GUARDED_BY(mu_)
+  TimePoint next_orphan_scan_{};                          // GUARDED_BY(mu_)
   std::deque<std::pair<TxId, TxId>> blocks_;              // GUARDED_BY(mu_): [next, end)
   bool reserving_ = false;                                // GUARDED_BY(mu_)
   std::unordered_map<TxId, Begun> begun_;                 // GUARDED_BY(mu_)
@@ -347,40 +355,12 @@ void Driver::Impl::BecomeLeader(uint64_t term) {
     TX_CHECK(active_.empty() && begun_.empty() && timers_.empty(),
              "BecomeLeader with {} transactions still in memory", active_.size());
     // Take over phase two of every decided, unfinished transaction.
-    std::vector<TxnRecord> records = state_->Read([](const TxnStateMachine& sm) {
-      std::vector<TxnRecord> out;
-      out.reserve(sm.live().size());
-      for (const auto& [txid, rec] : sm.live()) out.push_back(rec);
-      return out;
-    });
-    for (TxnRecord& rec : records) {
-      std::vector<Part> parts;
-      for (const coordlog::Participant& p : rec.decision.participants) {
-        Part part;
-        part.name = p.name;
-        part.address = p.address;
-        part.vote = p.vote;
-        part.target = p.notify;
-        parts.push_back(std::move(part));
-      }
-      Txn* t = NewTxn(rec.decision.txid, Phase::kPhaseTwo, std::move(parts), kNever);
-      t->decided = true;
-      t->outcome = rec.decision.outcome;
-      t->origin = rec.decision.origin;
-      t->reason_code = static_cast<ErrorCode::type>(rec.decision.reason_code);
-      t->reason = rec.decision.reason;
-      t->record_live = true;
-      t->taken_over = true;
-      t->decided_index = rec.decided_index;
-      t->decided_unix_ms = rec.decision.decided_unix_ms;
-      t->decided_at = serving_since_;
-      ++stats_.phase_two_redriven;
-      Service(*t, a);
-    }
+    size_t adopted = AdoptOrphans(a);
+    next_orphan_scan_ = serving_since_ + opt_.orphan_scan_interval;
     spdlog::info(
         "coordinator serving as leader in term {}; re-driving phase two of {} decided "
         "transactions",
-        term, records.size());
+        term, adopted);
     ReserveIfNeeded(a);
   }
   Run(a);
@@ -419,6 +399,42 @@ void Driver::Impl::StepDown() {
     active_gauge_->Set(0);
   }
   Run(a);
+}
+
+size_t Driver::Impl::AdoptOrphans(Actions& a) {
+  std::vector<TxnRecord> records = state_->Read([this](const TxnStateMachine& sm) {
+    std::vector<TxnRecord> out;
+    for (const auto& [txid, rec] : sm.live()) {
+      if (active_.count(txid) == 0) out.push_back(rec);
+    }
+    return out;
+  });
+  const TimePoint now = clock_->Now();
+  for (TxnRecord& rec : records) {
+    std::vector<Part> parts;
+    for (const coordlog::Participant& p : rec.decision.participants) {
+      Part part;
+      part.name = p.name;
+      part.address = p.address;
+      part.vote = p.vote;
+      part.target = p.notify;
+      parts.push_back(std::move(part));
+    }
+    Txn* t = NewTxn(rec.decision.txid, Phase::kPhaseTwo, std::move(parts), kNever);
+    t->decided = true;
+    t->outcome = rec.decision.outcome;
+    t->origin = rec.decision.origin;
+    t->reason_code = static_cast<ErrorCode::type>(rec.decision.reason_code);
+    t->reason = rec.decision.reason;
+    t->record_live = true;
+    t->taken_over = true;
+    t->decided_index = rec.decided_index;
+    t->decided_unix_ms = rec.decision.decided_unix_ms;
+    t->decided_at = now;
+    ++stats_.phase_two_redriven;
+    Service(*t, a);
+  }
+  return records.size();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1603,6 +1619,14 @@ void Driver::Impl::Tick() {
       while (expired_order_.size() > opt_.max_expired_remembered) {
         expired_.erase(expired_order_.front());
         expired_order_.pop_front();
+      }
+    }
+    if (now >= next_orphan_scan_) {
+      next_orphan_scan_ = now + opt_.orphan_scan_interval;
+      size_t adopted = AdoptOrphans(a);
+      if (adopted > 0) {
+        spdlog::info("adopted phase two of {} transactions decided by an earlier term's proposals",
+                     adopted);
       }
     }
     ReserveIfNeeded(a);

@@ -86,6 +86,10 @@ struct DriverOptions {
   // answers its Resolve correctly without the record.
   int abort_notify_attempts = 30;
   size_t max_participants_per_transaction = 64;
+  // How often the leader looks for decided records that no transaction in its memory drives
+  // (decisions proposed in an earlier term that committed in this one). A scan reads the live
+  // records under the state's lock.
+  std::chrono::milliseconds orphan_scan_interval{1000};
   uint64_t random_seed = 1;  // jitter of the back-off
   Clock* clock = Clock::Real();
   MetricsRegistry* metrics = nullptr;  // nullptr: a private registry

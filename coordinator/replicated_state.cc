@@ -24,7 +24,9 @@ std::string ReplicatedState::Snapshot() const {
 
 Status ReplicatedState::Restore(uint64_t index, std::string_view data) {
   TX_ASSIGN_OR_RETURN(coordlog::Snapshot s, DecodeSnapshot(data));
-  if (static_cast<uint64_t>(s.applied_index) != index) {
+  // The state's own applied index counts only the entries it was shown; Raft's snapshot index
+  // may be later (no-ops and configuration entries are not shown), never earlier.
+  if (static_cast<uint64_t>(s.applied_index) > index) {
     return Status::Corruption(fmt::format(
         "coordinator snapshot holds the state at index {} but was installed at index {}",
         s.applied_index, index));

@@ -29,8 +29,9 @@ class ReplicatedState {
 
   // The encoded snapshot of the whole state.
   std::string Snapshot() const;
-  // Replaces the state with a snapshot taken at `index`. Corruption (state unchanged) when it
-  // does not decode, breaks an invariant, or was taken at another index.
+  // Replaces the state with a snapshot taken at Raft index `index`. Corruption (state
+  // unchanged) when it does not decode, breaks an invariant, or holds entries beyond `index`.
+  // (It may hold fewer: the entries after the last one it applied may be no-ops.)
   Status Restore(uint64_t index, std::string_view data);
 
   template <typename F>

@@ -655,6 +655,29 @@ TEST_F(DriverTest, NewLeaderRedrivesPhaseTwoOfDecidedTransactions) {
   EXPECT_EQ(TxnKnowledge::kFinished, Lookup(txid).knowledge);
 }
 
+TEST_F(DriverTest, ADecisionProposedInAnEarlierTermIsAdoptedForPhaseTwo) {
+  // Found by coordinator_sim (seed 365): a decision queued in the log when leadership changed
+  // was committed in the next term, after the new leader had scanned its state, and no one ran
+  // its phase two.
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin();
+  Answer<api::CommitTransactionResponse> answer;
+  Commit(txid, {"a", "b"}, &answer);
+  channel_.Vote("a:1", api::Vote::YES);
+  channel_.Vote("b:1", api::Vote::YES);
+  ASSERT_EQ("COMMIT", PendingKinds());
+  driver_->StepDown();
+  driver_->BecomeLeader(2);  // the same replica wins the next term
+  log_.ApplyAll();           // ... and the old term's COMMIT commits now
+  EXPECT_EQ(TxnKnowledge::kLive, Lookup(txid).knowledge);
+  EXPECT_EQ(0u, channel_.size());
+  Advance(std::chrono::milliseconds(1000));
+  EXPECT_EQ("commit@a:1 commit@b:1", channel_.Describe());
+  channel_.Ack("a:1");
+  channel_.Ack("b:1");
+  EXPECT_EQ("END", PendingKinds());
+}
+
 TEST_F(DriverTest, RepeatedCommitAfterFailoverCollectsTheVotesAgain) {
   BecomeLeaderWithParticipants();
   TxId txid = Begin();

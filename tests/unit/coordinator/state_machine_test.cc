@@ -428,16 +428,28 @@ TEST(StateMachineSnapshot, RestoreRefusesSnapshotsOverThisBuildsLimits) {
   EXPECT_EQ(Status::Code::kCorruption, sm.Restore(big.ToSnapshot()).code());
 }
 
-TEST(ReplicatedState, RestoreRefusesASnapshotTakenAtAnotherIndex) {
+TEST(ReplicatedState, RestoreRefusesASnapshotHoldingEntriesBeyondItsIndex) {
   ReplicatedState a;
   coordlog::Entry e;
   e.commands.push_back(Reserve(5));
   ASSERT_TRUE(a.Apply(3, EncodeEntry(e)).ok());
   std::string snap = a.Snapshot();
   ReplicatedState b;
-  EXPECT_EQ(Status::Code::kCorruption, b.Restore(4, snap).code());
+  EXPECT_EQ(Status::Code::kCorruption, b.Restore(2, snap).code());
   ASSERT_TRUE(b.Restore(3, snap).ok());
   EXPECT_EQ(6, b.Read([](const TxnStateMachine& sm) { return sm.next_txid(); }));
+}
+
+TEST(ReplicatedState, RestoreAcceptsASnapshotTakenAfterEntriesItWasNotShown) {
+  // Raft snapshots at its own applied index, which counts no-ops the state never sees.
+  ReplicatedState a;
+  coordlog::Entry e;
+  e.commands.push_back(Reserve(5));
+  ASSERT_TRUE(a.Apply(3, EncodeEntry(e)).ok());
+  ReplicatedState b;
+  ASSERT_TRUE(b.Restore(7, a.Snapshot()).ok());
+  ASSERT_TRUE(b.Apply(8, EncodeEntry(e)).ok());
+  EXPECT_EQ(11, b.Read([](const TxnStateMachine& sm) { return sm.next_txid(); }));
 }
 
 TEST(ReplicatedState, ApplyReturnsTheEncodedResults) {
