@@ -27,6 +27,10 @@ constexpr TimePoint kNever = TimePoint::max();
 // Bounds one ListTransactions page (a view is a few hundred bytes).
 constexpr int32_t kMaxListPage = 10'000;
 
+// Callers waiting for one transaction's outcome (a client that repeats Commit after its own
+// call timed out adds one each time; the server thread of the abandoned call is still waiting).
+constexpr size_t kMaxWaitersPerTxn = 64;
+
 api::TxError MakeError(ErrorCode::type code, std::string message) {
   api::TxError e;
   e.code = code;
@@ -652,6 +656,9 @@ void Driver::Impl::Commit(const api::CommitTransactionRequest& request,
         Txn& t = *it->second;
         if (t.decided && (t.phase == Phase::kPhaseTwo || t.phase == Phase::kEnding)) {
           decided(t.outcome, t.reason_code, t.reason);
+        } else if (t.commit_waiters.size() + t.abort_waiters.size() >= kMaxWaitersPerTxn) {
+          answer(ErrorReply<Resp>(ErrorCode::UNAVAILABLE,
+                                  "the outcome is not known yet; too many callers wait for it"));
         } else {
           t.commit_waiters.push_back(std::move(done));
         }
@@ -737,7 +744,12 @@ void Driver::Impl::Abort(const api::AbortTransactionRequest& request,
             decided(t.outcome);
           } else {
             if (t.phase == Phase::kCollecting) t.abort_requested = true;
-            t.abort_waiters.push_back(std::move(done));
+            if (t.commit_waiters.size() + t.abort_waiters.size() >= kMaxWaitersPerTxn) {
+              answer(ErrorReply<Resp>(ErrorCode::UNAVAILABLE,
+                                      "the outcome is not known yet; too many callers wait"));
+            } else {
+              t.abort_waiters.push_back(std::move(done));
+            }
             Service(t, a);
           }
         } else if (parts.empty()) {

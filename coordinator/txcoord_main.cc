@@ -127,8 +127,11 @@ int main(int argc, char** argv) {
   options.participant_threads = participant_threads;
   options.batcher.max_inflight_entries = batch_inflight;
   options.max_connections = max_connections;
-  // A Commit waits at most its transaction's timeout plus the time to log the decision.
-  options.commit_wait = std::chrono::milliseconds(max_txn_timeout_ms) + std::chrono::seconds(10);
+  // A Commit call waits at most the default timeout plus the time to log the decision; one that
+  // takes longer (a longer timeout, a participant that does not answer a one-phase commit) is
+  // answered UNAVAILABLE and the client repeats it, joining the commit in progress. Each waiting
+  // call holds a server thread, so the wait is bounded.
+  options.commit_wait = std::chrono::milliseconds(txn_timeout_ms) + std::chrono::seconds(10);
 
   tx::StatusOr<std::unique_ptr<tx::coordinator::CoordinatorServer>> server =
       tx::coordinator::CoordinatorServer::Start(options);

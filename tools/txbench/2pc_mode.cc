@@ -55,6 +55,7 @@ struct Options {
   double seconds = 10;
   int rows = 10000;  // per participant; each client writes its own rows
   int batch_inflight = 4;
+  int participant_threads = 128;
   bool keep_logs = false;
 };
 
@@ -214,7 +215,8 @@ class Cluster {
               {o.bin_dir + "/txcoord", "--id", std::to_string(id), "--listen",
                ToString(c->coord_[id]), "--peers", peers, "--data-dir",
                fmt::format("{}/coord{}", base, id), "--metrics-listen", ToString(c->metrics_[id]),
-               "--batch-inflight", std::to_string(o.batch_inflight), "--log-level", "warn"},
+               "--batch-inflight", std::to_string(o.batch_inflight), "--participant-threads",
+               std::to_string(o.participant_threads), "--log-level", "warn"},
               std::chrono::seconds(30)));
       c->procs_.push_back(std::move(p));
     }
@@ -510,6 +512,8 @@ RunFn Setup(CLI::App* cmd) {
   cmd->add_option("--rows", o->rows, "rows per participant")->check(CLI::Range(1, 10000000));
   cmd->add_option("--batch-inflight", o->batch_inflight, "txcoord --batch-inflight")
       ->check(CLI::Range(1, 64));
+  cmd->add_option("--participant-threads", o->participant_threads, "txcoord --participant-threads")
+      ->check(CLI::Range(1, 4096));
   return [o] {
     spdlog::set_level(spdlog::level::warn);
     return Run(*o);

@@ -721,6 +721,26 @@ TEST_F(DriverTest, RepeatedCommitJoinsTheCommitInProgress) {
   EXPECT_EQ(Decision::COMMITTED, third.reply.value.decision);
 }
 
+TEST_F(DriverTest, CallersWaitingForOneOutcomeAreBounded) {
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin();
+  std::vector<std::unique_ptr<Answer<api::CommitTransactionResponse>>> answers;
+  for (int i = 0; i < 65; ++i) {
+    answers.push_back(std::make_unique<Answer<api::CommitTransactionResponse>>());
+    Commit(txid, {"a", "b"}, answers.back().get());
+  }
+  for (int i = 0; i < 64; ++i) EXPECT_FALSE(answers[i]->arrived) << i;
+  ASSERT_TRUE(answers[64]->arrived);
+  EXPECT_EQ(ErrorCode::UNAVAILABLE, answers[64]->error_code());
+  channel_.Vote("a:1", api::Vote::YES);
+  channel_.Vote("b:1", api::Vote::YES);
+  log_.ApplyAll();
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_TRUE(answers[i]->arrived) << i;
+    EXPECT_EQ(Decision::COMMITTED, answers[i]->reply.value.decision);
+  }
+}
+
 TEST_F(DriverTest, NotServingAnswersNotLeaderWithTheHint) {
   hint_ = "10.0.0.2:7000";
   Reply<api::BeginResponse> b = driver_->Begin(api::BeginRequest{});
