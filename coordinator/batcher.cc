@@ -14,6 +14,13 @@ CommandBatcher::CommandBatcher(EntryLog* log, BatcherOptions options)
   TX_CHECK(options_.max_inflight_entries >= 1 && options_.max_commands_per_entry >= 1,
            "bad batcher options: {} in flight, {} per entry", options_.max_inflight_entries,
            options_.max_commands_per_entry);
+  if (options_.metrics != nullptr) {
+    entries_counter_ = options_.metrics->AddCounter(
+        "tx_coordinator_log_entries_total", "Raft entries proposed by the command batcher.");
+    commands_counter_ =
+        options_.metrics->AddCounter("tx_coordinator_log_commands_total",
+                                     "Commands (decisions, ENDs, ...) proposed in those entries.");
+  }
 }
 
 CommandBatcher::~CommandBatcher() = default;
@@ -99,6 +106,10 @@ std::vector<CommandBatcher::Batch> CommandBatcher::TakeBatchesLocked() {
     ++inflight_;
     ++entries_;
     commands_ += commands;
+    if (entries_counter_ != nullptr) {
+      entries_counter_->Increment();
+      commands_counter_->Increment(commands);
+    }
     out.push_back(std::move(batch));
   }
   return out;

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "common/metrics.h"
 #include "coordinator/interfaces.h"
 
 namespace tx::coordinator {
@@ -41,6 +42,8 @@ struct BatcherOptions {
   size_t max_entry_bytes = 4 << 20;
   // Bounds memory when the log stalls (each queued command holds its callback).
   size_t max_queued_commands = 200'000;
+  // tx_coordinator_log_entries_total / tx_coordinator_log_commands_total; nullptr: none.
+  MetricsRegistry* metrics = nullptr;
 };
 
 class CommandBatcher final : public CommandLog {
@@ -80,6 +83,8 @@ class CommandBatcher final : public CommandLog {
 
   EntryLog* const log_;
   const BatcherOptions options_;
+  Counter* entries_counter_ = nullptr;   // constant after construction
+  Counter* commands_counter_ = nullptr;  // constant after construction
 
   mutable std::mutex mu_;
   std::deque<Pending> queue_;  // GUARDED_BY(mu_)

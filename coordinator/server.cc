@@ -62,6 +62,14 @@ class ThriftParticipantChannel::Pools {
 
 namespace {
 
+// A call a handler thread may make itself. A Commit's handler thread would otherwise only wait
+// for the pool to make its Prepares; running the last of them on the handler thread saves a
+// thread hand-off per Commit. Set only while a handler runs the driver's side effects, and
+// only the last call made in that span runs here (earlier ones go to the pool, so the
+// participants are still asked in parallel).
+thread_local bool t_defer_allowed = false;
+thread_local std::function<void()>* t_deferred = nullptr;
+
 // Runs one call on the thread pool; `call(client, response)` may throw api::TxError.
 template <typename Resp, typename Call>
 void RunCall(ThreadPool* threads, ThriftParticipantChannel::Pools* pools,
@@ -83,6 +91,14 @@ void RunCall(ThreadPool* threads, ThriftParticipantChannel::Pools* pools,
     }
     done(std::move(reply));
   };
+  if (t_defer_allowed) {
+    // Keep this one for the handler thread; the one kept before goes to the pool (or, if the
+    // pool is full, runs here now: a handler thread may block).
+    std::function<void()> previous = std::move(*t_deferred);
+    *t_deferred = std::move(task);
+    if (previous && !threads->Submit(std::move(previous))) previous();
+    return;
+  }
   // The task owns `done`; keep a copy to fail the call if the pool refuses it.
   auto fail = done;
   if (!threads->Submit(std::move(task))) {
@@ -196,7 +212,13 @@ template <typename T, typename Start>
 T Await(Start start, std::chrono::milliseconds timeout, const char* what) {
   auto promise = std::make_shared<std::promise<Reply<T>>>();
   std::future<Reply<T>> future = promise->get_future();
+  std::function<void()> deferred;
+  t_defer_allowed = true;
+  t_deferred = &deferred;
   start([promise](Reply<T> r) { promise->set_value(std::move(r)); });
+  t_defer_allowed = false;
+  t_deferred = nullptr;
+  if (deferred) deferred();
   if (future.wait_for(timeout) != std::future_status::ready) {
     throw Error(api::ErrorCode::UNAVAILABLE,
                 fmt::format("{} did not complete within {} ms; its outcome is unknown here: "
@@ -370,7 +392,9 @@ Status CoordinatorServer::Impl::Init() {
 
   entry_log_ =
       std::make_unique<RaftEntryLog>(node_.get(), options_.clock, options_.proposal_timeout);
-  batcher_ = std::make_unique<CommandBatcher>(entry_log_.get(), options_.batcher);
+  BatcherOptions bo = options_.batcher;
+  bo.metrics = options_.metrics;
+  batcher_ = std::make_unique<CommandBatcher>(entry_log_.get(), bo);
   threads_ = std::make_unique<ThreadPool>(options_.participant_threads,
                                           options_.max_queued_participant_calls);
   channel_ = std::make_unique<ThriftParticipantChannel>(threads_.get(), options_.participant_client,

@@ -18,7 +18,7 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : threads_) t.join();
 }
 
-bool ThreadPool::Submit(std::function<void()> task) {
+bool ThreadPool::Submit(std::function<void()>&& task) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_ || queue_.size() >= max_queued_) return false;

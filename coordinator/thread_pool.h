@@ -23,9 +23,9 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  // Queues `task`; false (and the task is not run) when max_queued tasks wait already or the
-  // pool is stopping.
-  bool Submit(std::function<void()> task);
+  // Queues `task` (moving from it); false, leaving `task` untouched, when max_queued tasks
+  // wait already or the pool is stopping.
+  bool Submit(std::function<void()>&& task);
 
   size_t queued() const;
 

@@ -151,10 +151,9 @@ class Cluster {
 
   Status StartParticipant(int i, std::optional<std::vector<std::string>> env_override = {}) {
     std::vector<std::string> env = env_override.value_or(options_.participant_env[i]);
-    std::string coordinators;
-    for (const HostPort& hp : endpoints_) {
-      coordinators += (coordinators.empty() ? "" : ",") + ToString(hp);
-    }
+    std::vector<std::string> addresses;
+    for (const HostPort& hp : endpoints_) addresses.push_back(ToString(hp));
+    const std::string coordinators = fmt::format("{}", fmt::join(addresses, ","));
     StatusOr<Subprocess> p =
         StartServing({BinaryDir() + "/txpart", "--name", name(i), "--db", db_path(i), "--listen",
                       fmt::format("127.0.0.1:{}", part_ports_[i]), "--coordinators", coordinators,

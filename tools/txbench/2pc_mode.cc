@@ -100,6 +100,12 @@ PhaseTotals ParsePhases(const std::string& text) {
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
+    for (const char* counter :
+         {"tx_coordinator_log_entries_total", "tx_coordinator_log_commands_total"}) {
+      if (line.rfind(std::string(counter) + " ", 0) == 0) {
+        t.by_phase[counter] = {std::atof(line.substr(line.rfind(' ') + 1).c_str()), 1};
+      }
+    }
     for (const char* kind : {"_sum", "_count"}) {
       const std::string prefix = std::string("tx_coordinator_phase_seconds") + kind + "{phase=\"";
       if (line.rfind(prefix, 0) != 0) continue;
@@ -456,17 +462,20 @@ void Print(int clients, RunResult& r) {
   const double prepare = mean_ms("prepare"), decision = mean_ms("decision"),
                phase_two = mean_ms("phase_two");
   const double all = prepare + decision + phase_two;
+  const double entries = r.phases.by_phase["tx_coordinator_log_entries_total"].first;
+  const double commands = r.phases.by_phase["tx_coordinator_log_commands_total"].first;
   std::printf(
       "%3d clients: %7.0f committed/s %5.0f aborted/s  txn p50 %6.2f ms p99 %7.2f ms  "
       "(client: begin %.2f, 2 executes %.2f, commit %.2f ms p50)\n"
       "             leader, mean per transaction: prepare %.2f ms (%.0f%%), decision %.2f ms "
-      "(%.0f%%), phase two %.2f ms (%.0f%%, after the answer)\n",
+      "(%.0f%%), phase two %.2f ms (%.0f%%, after the answer); %.1f log commands per Raft "
+      "entry\n",
       clients, static_cast<double>(r.committed) / r.seconds,
       static_cast<double>(r.aborted) / r.seconds, r.txn_us.Quantile(0.5) / 1000,
       r.txn_us.Quantile(0.99) / 1000, r.begin_us.Quantile(0.5) / 1000,
       r.execute_us.Quantile(0.5) / 1000, r.commit_us.Quantile(0.5) / 1000, prepare,
       all > 0 ? 100 * prepare / all : 0, decision, all > 0 ? 100 * decision / all : 0, phase_two,
-      all > 0 ? 100 * phase_two / all : 0);
+      all > 0 ? 100 * phase_two / all : 0, entries > 0 ? commands / entries : 0);
   std::fflush(stdout);
 }
 
