@@ -28,6 +28,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -120,6 +121,22 @@ PhaseTotals ParsePhases(const std::string& text) {
   return t;
 }
 
+// CPU seconds (user + system) a process has used so far; 0 if unreadable.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in(pid == 0 ? std::string("/proc/self/stat") : fmt::format("/proc/{}/stat", pid));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t close = text.rfind(')');  // the command name may hold spaces
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  // Fields after the name start at 3 (state); utime and stime are 14 and 15.
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::atof(field.c_str());
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 template <typename T>
 struct Reply {
   Status transport;
@@ -192,7 +209,13 @@ api::Value Int(int64_t v) {
   return out;
 }
 
+// CPU used during a run, by role.
+struct CpuUse {
+  double leader = 0, followers = 0, participants = 0, clients = 0;
+};
+
 struct RunResult {
+  CpuUse cpu;
   double seconds = 0;
   int64_t committed = 0;
   int64_t aborted = 0;
@@ -290,6 +313,15 @@ class Cluster {
     for (ChildProcess& p : procs_) p.Stop();
   }
 
+  // CPU seconds so far: [0..2] the replicas by id - 1, [3..4] the participants.
+  std::vector<double> Cpu() const {
+    std::vector<double> out;
+    for (const ChildProcess& p : procs_) out.push_back(CpuSeconds(p.pid()));
+    return out;
+  }
+  // Index into Cpu() of the leader.
+  size_t leader_index() const { return coordinators_->leader(); }
+
  private:
   Cluster() = default;
   std::map<int, HostPort> coord_, metrics_;
@@ -343,6 +375,8 @@ StatusOr<RunResult> RunOnce(const Options& o, const std::string& dir, int client
     if (!c.ok()) return Status::Unavailable("commit: " + c.Describe());
   }
   const PhaseTotals before = ParsePhases(FetchMetrics(cluster->metrics_of_leader()));
+  const std::vector<double> cpu_before = cluster->Cpu();
+  const double self_cpu_before = CpuSeconds(0);
 
   std::atomic<bool> failed{false};
   std::mutex failure_mu;
@@ -431,6 +465,21 @@ StatusOr<RunResult> RunOnce(const Options& o, const std::string& dir, int client
     total.commit_us.Merge(r.commit_us);
   }
   if (failed) return Status::Internal("a client failed: " + failure);
+  {
+    const std::vector<double> cpu_after = cluster->Cpu();
+    const size_t leader = cluster->leader_index();
+    for (size_t i = 0; i < cpu_after.size() && i < cpu_before.size(); ++i) {
+      const double used = cpu_after[i] - cpu_before[i];
+      if (i == leader) {
+        total.cpu.leader += used;
+      } else if (i < 3) {
+        total.cpu.followers += used;
+      } else {
+        total.cpu.participants += used;
+      }
+    }
+    total.cpu.clients = CpuSeconds(0) - self_cpu_before;
+  }
   if (!cluster->WaitQuiet(std::chrono::seconds(60))) {
     return Status::Internal("transactions still in progress a minute after the run");
   }
@@ -476,6 +525,13 @@ void Print(int clients, RunResult& r) {
       r.execute_us.Quantile(0.5) / 1000, r.commit_us.Quantile(0.5) / 1000, prepare,
       all > 0 ? 100 * prepare / all : 0, decision, all > 0 ? 100 * decision / all : 0, phase_two,
       all > 0 ? 100 * phase_two / all : 0, entries > 0 ? commands / entries : 0);
+  const double n = std::max<double>(1, static_cast<double>(r.committed));
+  std::printf(
+      "             CPU per committed transaction: leader %.0f us, followers %.0f us, "
+      "participants %.0f us, clients %.0f us (%.2f of the 2 CPUs busy)\n",
+      1e6 * r.cpu.leader / n, 1e6 * r.cpu.followers / n, 1e6 * r.cpu.participants / n,
+      1e6 * r.cpu.clients / n,
+      (r.cpu.leader + r.cpu.followers + r.cpu.participants + r.cpu.clients) / r.seconds);
   std::fflush(stdout);
 }
 
