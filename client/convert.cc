@@ -105,6 +105,8 @@ StatusCode FromWire(api::ErrorCode::type code) {
     case api::ErrorCode::UNAVAILABLE:
     case api::ErrorCode::NOT_LEADER:
       return StatusCode::kUnavailable;
+    case api::ErrorCode::TIMED_OUT:
+      return StatusCode::kStatementTimeout;
     default:
       // A peer may send any i32, and newer servers add codes (common.thrift: a code the reader
       // does not know is treated as INTERNAL).

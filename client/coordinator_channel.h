@@ -40,7 +40,7 @@ namespace tx::client::internal {
 
 struct ChannelOptions {
   Millis connect_timeout{1'000};
-  Millis rpc_timeout{10'000};
+  Millis rpc_timeout{20'000};
   Millis retry_initial{10};
   Millis retry_max{500};
   int max_connections_per_server = 64;

@@ -68,10 +68,12 @@ struct ClientOptions {
   // short.
   std::chrono::milliseconds commit_deadline{60'000};
   // One attempt: connecting, and waiting for the reply. Both are also cut to what is left of
-  // the call's deadline. rpc_timeout must exceed the participants' lock timeout (5 s by
-  // default), or an Execute that waits for a lock times out here and aborts the transaction.
+  // the call's deadline. rpc_timeout must exceed the longest an Execute may take at a
+  // participant, its lock timeout plus its statement timeout (txpart --lock-timeout-ms,
+  // --statement-timeout-ms: 5 s + 10 s by default); otherwise the reply of a slow Execute is
+  // given up for lost and the transaction aborted.
   std::chrono::milliseconds connect_timeout{1'000};
-  std::chrono::milliseconds rpc_timeout{10'000};
+  std::chrono::milliseconds rpc_timeout{20'000};
   // Pause between attempts: retry_initial doubling up to retry_max, each uniformly random in
   // [d/2, d] so that many clients do not retry in step.
   std::chrono::milliseconds retry_initial{10};

@@ -43,6 +43,7 @@ enum class StatusCode : int {
   kResourceExhausted = 12,   // a server is at a limit (transactions, connections); retry later
   kAborted = 13,             // the transaction was aborted (timeout, Abort, an earlier error)
   kUnavailable = 14,         // no answer could be had (servers down, no leader) in time
+  kStatementTimeout = 16,    // a statement ran past the participant's time limit; no effect
   // The client's own.
   kDeadlineExceeded = 100,    // the call's deadline passed before it completed
   kOutcomeUnknown = 101,      // Commit: the outcome could not be learned before the deadline
@@ -83,6 +84,8 @@ inline std::string StatusCodeName(StatusCode code) {
       return "Aborted";
     case StatusCode::kUnavailable:
       return "Unavailable";
+    case StatusCode::kStatementTimeout:
+      return "StatementTimeout";
     case StatusCode::kDeadlineExceeded:
       return "DeadlineExceeded";
     case StatusCode::kOutcomeUnknown:
