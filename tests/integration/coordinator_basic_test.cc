@@ -12,6 +12,12 @@
 namespace tx::testing {
 namespace {
 
+// The error code a call ended with (0 if it succeeded).
+template <typename T>
+int ErrorOf(const CoordReply<T>& r) {
+  return r.error.has_value() ? static_cast<int>(r.error->code) : 0;
+}
+
 class CoordinatorBasicTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(cluster_.Start().ok()); }
@@ -132,6 +138,39 @@ TEST_F(CoordinatorBasicTest, FollowersAnswerNotLeaderWithTheLeadersAddress) {
     EXPECT_EQ(leader, st.value.leader_id);
     EXPECT_EQ(2u, st.value.participants.size());
   }
+}
+
+TEST_F(CoordinatorBasicTest, BadRequestsGetTypedErrorsAndTheReplicaCarriesOn) {
+  CoordinatorClient& client = cluster_.client();
+  const int64_t txid = client.Begin().value.txid;
+  std::vector<std::string> many(65, "p0");
+  EXPECT_EQ(int{api::ErrorCode::TOO_LARGE}, ErrorOf(client.Commit(txid, many)));
+  EXPECT_EQ(int{api::ErrorCode::INVALID_ARGUMENT}, ErrorOf(client.Commit(txid, {"p0", "nobody"})));
+  EXPECT_EQ(int{api::ErrorCode::INVALID_ARGUMENT}, ErrorOf(client.Commit(txid, {"p0", "p0"})));
+  EXPECT_EQ(int{api::ErrorCode::INVALID_ARGUMENT}, ErrorOf(client.Commit(-3, {"p0"})));
+  EXPECT_EQ(api::ErrorCode::INVALID_ARGUMENT,
+            ErrorOf(client.Commit(int64_t{1} << 60, {"p0"})));  // never issued
+  EXPECT_EQ(int{api::ErrorCode::INVALID_ARGUMENT}, ErrorOf(client.Resolve(0)));
+  EXPECT_EQ(int{api::ErrorCode::INVALID_ARGUMENT}, ErrorOf(client.GetOutcome(-1)));
+  EXPECT_EQ(int{api::ErrorCode::INVALID_ARGUMENT}, ErrorOf(client.Register("bad name", "h:1")));
+  EXPECT_EQ(int{api::ErrorCode::INVALID_ARGUMENT}, ErrorOf(client.Register("ok", "no-port")));
+  EXPECT_EQ(int{api::ErrorCode::UNKNOWN_TRANSACTION}, ErrorOf(client.GetTransaction(txid + 1000)));
+  // Bytes that are not a Thrift frame: the connection is closed, the replica serves on.
+  const HostPort leader = cluster_.endpoints()[cluster_.LeaderId() - 1];
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(leader.port);
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(0, ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+  const std::string junk = "GET / HTTP/1.1\r\n\r\n\xff\xff\xff\xff garbage";
+  ASSERT_EQ(static_cast<ssize_t>(junk.size()), ::write(fd, junk.data(), junk.size()));
+  char buf[64];
+  EXPECT_LE(::read(fd, buf, sizeof(buf)), 0) << "the server answered garbage";
+  ::close(fd);
+  CoordReply<api::CommitTransactionResponse> ok = client.Commit(txid, {});
+  ASSERT_TRUE(ok.ok()) << ok.Describe();
+  EXPECT_EQ(api::Decision::COMMITTED, ok.value.decision);
 }
 
 TEST_F(CoordinatorBasicTest, BankInvariantHoldsUnderConcurrentTransfers) {
