@@ -101,7 +101,11 @@ exception RaftError {
 // back-off. The price, one loopback round trip (~25 µs) per batch, is hidden by the batching.
 // A oneway call would give neither: its errors surface only on a later write.
 service RaftService {
-  // Steps every message of the batch, in order, before returning. A batch with any malformed
-  // message is refused whole (INVALID_ARGUMENT) and nothing of it reaches the core.
+  // Steps every message of the batch, in order. A batch with any malformed message is refused
+  // whole (INVALID_ARGUMENT) and nothing of it reaches the core; a message the core itself
+  // refuses is skipped, the rest stepped, and the call ends with INVALID_ARGUMENT naming it.
+  // When a follower receives log entries it replies once they are durable (bounded at 20 ms),
+  // which paces the sender to the follower's disk; acknowledgements travel separately, in the
+  // follower's own batches to the leader.
   void Deliver(1: MessageBatch batch) throws (1: RaftError error)
 }

@@ -61,6 +61,10 @@ NodeRole ToNodeRole(Role r) {
 // Committed entries queued for the apply thread: past this the Ready loop waits for it, so a
 // slow state machine slows replication down instead of growing memory.
 constexpr uint64_t kMaxApplyQueueBytes = 64 << 20;
+// Longest a follower holds the reply to a batch of entries until they are durable (see
+// StepBatch): long enough for a slow fdatasync on a busy machine, far below the sender's
+// receive timeout, so a stalled disk degrades to ordinary pipelining instead of an RPC error.
+constexpr std::chrono::milliseconds kMaxDeliverHold{20};
 // Bytes of committed entries the core hands out per Ready (bounds one apply task).
 constexpr uint64_t kMaxCommittedBytesPerReady = 8 << 20;
 
@@ -203,7 +207,13 @@ class RaftNode::Impl {
   bool stopping_ = false;             // GUARDED_BY(mu_)
   Status failed_;                     // GUARDED_BY(mu_): storage error that stopped us
   uint64_t next_read_ctx_ = 1;        // GUARDED_BY(mu_)
-  uint64_t step_errors_logged_ = 0;   // GUARDED_BY(mu_)
+  // Ready batches taken from the core, and of those the ones persisted and advanced; a
+  // follower's RPC handler waits on persisted_cv_ for its entries to be durable (StepBatch).
+  uint64_t readies_started_ = 0;          // GUARDED_BY(mu_)
+  uint64_t readies_persisted_ = 0;        // GUARDED_BY(mu_)
+  int persist_waiters_ = 0;               // GUARDED_BY(mu_)
+  std::condition_variable persisted_cv_;  // with mu_
+  uint64_t step_errors_logged_ = 0;       // GUARDED_BY(mu_)
   std::atomic<bool> stop_requested_{false};
   // Ready loop only: the term this replica leads (0 when it does not).
   Term leading_term_ = 0;
@@ -476,6 +486,7 @@ void RaftNode::Impl::Stop() {
   if (server_ != nullptr) server_->Stop();
   ready_cv_.notify_all();
   state_cv_.notify_all();
+  persisted_cv_.notify_all();
   tick_waiter_.Notify();
   if (tick_thread_.joinable()) tick_thread_.join();
   {
@@ -505,6 +516,7 @@ void RaftNode::Impl::ReadyLoop() {
     ready_cv_.wait(lock, [&] { return stopping_ || (failed_.ok() && raft_->HasReady()); });
     if (stopping_) return;
     Ready rd = raft_->GetReady();
+    ++readies_started_;
     if (rd.soft_state.has_value()) {
       spdlog::info("raft node {}: {} in term {} (leader: {})", options_.id,
                    RoleName(rd.soft_state->role), raft_->term(), rd.soft_state->leader);
@@ -573,6 +585,8 @@ void RaftNode::Impl::ReadyLoop() {
     transport_->Send(std::move(rd.messages_after_persist));
     // 6.
     raft_->Advance(rd);
+    readies_persisted_ = readies_started_;
+    if (persist_waiters_ > 0) persisted_cv_.notify_all();
     commit_gauge_->Set(static_cast<double>(raft_->commit_index()));
     FlushLocked();
   }
@@ -583,6 +597,7 @@ void RaftNode::Impl::FailLocked(const Status& s) {
       s.Annotate(fmt::format("raft node {} storage failed; restart the process", options_.id));
   spdlog::error("{}", failed_.ToString());
   state_cv_.notify_all();
+  persisted_cv_.notify_all();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1004,11 +1019,13 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
   size_t refused = 0;
   bool leader = false;
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     if (!running_ || stopping_ || !failed_.ok()) {
       return Status::Unavailable(fmt::format("raft node {} is not running", options_.id));
     }
+    bool carried_entries = false;
     for (Message& m : messages) {
+      carried_entries |= m.type == MessageType::kAppend && !m.entries.empty();
       Status s = CheckAgainstLogLocked(m);
       if (s.ok()) s = raft_->Step(std::move(m));
       if (!s.ok()) {
@@ -1022,11 +1039,25 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
     }
     if (refused > 0) ++step_errors_logged_;
     leader = raft_->role() == Role::kLeader;
+    ready_cv_.notify_one();
+    if (carried_entries && !leader) {
+      // Hold the reply until the entries are durable here (the Ready that takes them starts
+      // after this point), at most kMaxDeliverHold. The sender keeps one batch in flight, so
+      // this paces it to our disk: whatever the leader produces meanwhile comes in the next
+      // batch, which arrives just as our Ready loop can persist it, instead of as one small
+      // RPC per proposal that would only wait in the core for the same fdatasync. Our
+      // acknowledgements do not wait for this: they leave through our own sender.
+      const uint64_t target = readies_started_ + 1;
+      ++persist_waiters_;
+      persisted_cv_.wait_until(lock, std::chrono::steady_clock::now() + kMaxDeliverHold, [&] {
+        return readies_persisted_ >= target || stopping_ || !failed_.ok();
+      });
+      --persist_waiters_;
+    }
   }
   // Only a leader has traffic to pull (TakeMessages); a follower's answers leave through the
   // Ready loop once persisted, so waking its senders here would be wasted.
   if (leader) RequestFlush();
-  ready_cv_.notify_one();
   if (refused > 0) {
     step_errors_->Increment(refused);
     return Status::InvalidArgument(fmt::format("{} of {} message(s) refused; first: {}", refused,

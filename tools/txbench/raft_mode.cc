@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -168,7 +169,15 @@ std::string Item(int proposer, uint64_t seq, int size) {
   return s;
 }
 
+double CpuSeconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 struct RunResult {
+  double client_cpu_seconds = 0;  // txbench's own CPU (the proposers) during the interval
   double seconds = 0;
   int64_t committed = 0;
   int64_t failed = 0;
@@ -209,10 +218,12 @@ StatusOr<RunResult> ThroughputRun(const Options& o, int proposers, int run) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   measuring.store(true);
   auto start = SteadyClock::now();
+  const double cpu_start = CpuSeconds();
   std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
   measuring.store(false);
   RunResult total;
   total.seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  total.client_cpu_seconds = CpuSeconds() - cpu_start;
   stop.store(true);
   for (auto& t : threads) t.join();
   for (RunResult& r : per) {
@@ -247,10 +258,10 @@ StatusOr<RunResult> ThroughputRun(const Options& o, int proposers, int run) {
 void PrintRun(const std::string& label, RunResult& r) {
   std::printf(
       "%-26s %9.0f proposals/s   commit latency p50 %6.2f ms  p99 %6.2f ms  max %7.2f ms"
-      "   (%lld committed, %lld failed)\n",
+      "   (%lld committed, %lld failed; client CPU %.2f s)\n",
       label.c_str(), r.per_second(), r.latency_us.Quantile(0.5) / 1000,
       r.latency_us.Quantile(0.99) / 1000, r.latency_us.Quantile(1.0) / 1000,
-      static_cast<long long>(r.committed), static_cast<long long>(r.failed));
+      static_cast<long long>(r.committed), static_cast<long long>(r.failed), r.client_cpu_seconds);
   std::fflush(stdout);
 }
 

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <thrift/TProcessor.h>
 #include <thrift/processor/TMultiplexedProcessor.h>
 
@@ -142,13 +143,18 @@ void PrintStats(uint64_t id) {
   double messages = Series(text, "tx_raft_messages_sent_total" + node);
   double commits = Series(text, "tx_raft_commit_seconds_count" + node);
   double commit_s = Series(text, "tx_raft_commit_seconds_sum" + node);
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
   std::fprintf(stderr,
                "replica %llu: %.0f WAL syncs (%.2f entries each, mean %.0f us); %.0f batches sent "
-               "(%.1f messages each); %.0f proposals applied here, mean propose-to-apply %.0f us\n",
+               "(%.1f messages each); %.0f proposals applied here, mean propose-to-apply %.0f us; "
+               "CPU %.2f s user + %.2f s system\n",
                static_cast<unsigned long long>(id), fsyncs, fsyncs > 0 ? entries / fsyncs : 0,
                fsyncs > 0 ? 1e6 * fsync_s / fsyncs : 0, batches,
                batches > 0 ? messages / batches : 0, commits,
-               commits > 0 ? 1e6 * commit_s / commits : 0);
+               commits > 0 ? 1e6 * commit_s / commits : 0, seconds(usage.ru_utime),
+               seconds(usage.ru_stime));
 }
 
 }  // namespace
