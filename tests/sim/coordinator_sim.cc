@@ -265,6 +265,18 @@ class Simulation {
 
   SimResult Run();
 
+  // Crashes `replica` within a few ms, with the profile's probability: the points the
+  // failpoints aim at in the real-process tests (after a Prepare, after a decision).
+  void MaybeCrashSoon(int replica, const char* where) {
+    if (!chaos_ || !rng_.Chance(crash_point_p_)) return;
+    const uint64_t inc = replicas_.at(replica).incarnation;
+    Trace("replica {} will crash {}", replica, where);
+    At(now_ + rng_.Uniform(4), [this, replica, inc] {
+      Replica& r = replicas_.at(replica);
+      if (r.up && r.incarnation == inc) CrashReplica(r);
+    });
+  }
+
   // --- used by the fakes ---
   void ProposeEntry(int replica, std::string entry, std::function<void(Status, std::string)> done);
   template <typename Resp>
@@ -345,7 +357,7 @@ class Simulation {
   int max_delay_ = 1, max_disk_latency_ = 1;
   double crash_p_ = 0, leader_crash_p_ = 0, partition_p_ = 0, heal_p_ = 0, part_crash_p_ = 0,
          part_isolate_p_ = 0, exec_abort_p_ = 0, prepare_no_p_ = 0, client_abort_p_ = 0,
-         get_outcome_p_ = 0;
+         get_outcome_p_ = 0, crash_point_p_ = 0;
 
   std::map<int, Replica> replicas_;
   std::vector<Participant> participants_;
@@ -374,6 +386,7 @@ void SimChannel::Prepare(const std::string& address, api::PrepareRequest request
   sim->CallParticipant<api::PrepareResponse>(
       replica_, address, [sim, request](Participant& p) { return sim->Prepare(p, request); },
       std::move(done));
+  sim->MaybeCrashSoon(replica_, "after sending a Prepare");
 }
 
 void SimChannel::Commit(const std::string& address, api::CommitRequest request,
@@ -1015,6 +1028,7 @@ void Simulation::ApplyEntry(Replica& r, const Entry& e,
       if (c.__isset.decide && (cr.code == coordlog::ResultCode::OK ||
                                cr.code == coordlog::ResultCode::ALREADY_DECIDED)) {
         CheckDecisionApplied(r, c.decide.txid, cr.outcome);
+        if (r.serving) MaybeCrashSoon(r.id, "after applying a decision");
       }
     }
   }
@@ -1420,6 +1434,7 @@ void Simulation::ChooseProfile() {
   prepare_no_p_ = rng_.Real(0, 0.05);
   client_abort_p_ = rng_.Real(0, 0.1);
   get_outcome_p_ = rng_.Real(0, 0.5);
+  crash_point_p_ = rng_.Chance(0.5) ? rng_.Real(0, 0.01) : 0;
   Trace(
       "profile: drop={:.3f} dup={:.3f} long={:.3f} delay<={} disk<={} crash={:.4f} "
       "leader_crash={:.4f} partition={:.4f} part_crash={:.4f}",
