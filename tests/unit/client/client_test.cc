@@ -335,6 +335,33 @@ TEST(ClientCommit, SendsTheParticipantsInFirstUseOrder) {
   EXPECT_EQ(t->txid(), c.coord().commits[0].txid);
 }
 
+TEST(ClientCommit, NotLeaderAnswerIsFollowedWithoutAskingForTheOutcome) {
+  // A follower's NOT_LEADER means it did nothing with the Commit: no ambiguity to resolve.
+  Cluster c;
+  CoordinatorServer follower(std::make_shared<FakeCoordinator>());
+  follower.Start();
+  auto client = MakeClient({c.leader.endpoint(), follower.endpoint()});
+  StatusOr<Transaction> t = client->Begin();
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE(t->Execute("a", "UPDATE x SET v = 1").ok());
+  // Leadership moves before the Commit: the old leader now points at the new one.
+  {
+    std::lock_guard<std::mutex> lock(follower.handler().mu);
+    follower.handler().directory = c.coord().directory;
+  }
+  {
+    std::lock_guard<std::mutex> lock(c.coord().mu);
+    c.coord().role = FakeCoordinator::Role::kFollower;
+    c.coord().leader_hint = follower.endpoint();
+  }
+  StatusOr<CommitResult> r = t->Commit();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->committed());
+  EXPECT_EQ(1, follower.handler().Count("Commit"));
+  EXPECT_EQ(0, follower.handler().Count("GetOutcome"));
+  EXPECT_EQ(0u, client->stats().commits_resolved);
+}
+
 TEST(ClientCommit, AbortedOutcomeCarriesTheReason) {
   Cluster c;
   {
@@ -519,6 +546,7 @@ TEST(ClientCommit, UnreachableClusterIsDeadlineExceededAndNotCommitted) {
   Cluster c;
   ClientOptions o = FastOptions();
   o.commit_deadline = milliseconds(300);
+  o.call_deadline = milliseconds(300);  // also bounds the destructor's Abort
   auto client = MakeClient({c.leader.endpoint()}, o);
   StatusOr<Transaction> t = client->Begin();
   ASSERT_TRUE(t.ok());
