@@ -457,6 +457,10 @@ Status Writer::RunDurableJob(Job* job, int64_t now_ms, std::vector<Job*>* commit
         }
       }
       TX_RETURN_IF_ERROR(Exec(db, "ROLLBACK TO validate; RELEASE validate"));
+      if (!applied.ok() && applied.error().code == ErrorCode::kUnavailable) {
+        // The disk, not the changes: no vote; the transaction stays active.
+        return Status::Unavailable(applied.error().message);
+      }
       if (!applied.ok()) {
         job->prepare.vote = Vote{Vote::Kind::kNo, applied.error().code, applied.error().message};
         return Status::OK();
