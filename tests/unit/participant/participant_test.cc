@@ -668,6 +668,25 @@ TEST_F(ParticipantTest, BadSqlGetsTypedErrorsAndTheTransactionContinues) {
   EXPECT_EQ(Value(int64_t{0}), ReadDirect("SELECT count(*) FROM nopk"));
 }
 
+TEST_F(ParticipantTest, AutoincrementTablesWorkAndKeepTheirSequence) {
+  tweak_ = [](Options* o) {
+    o->init_sql = std::string(kSchema) +
+                  "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY AUTOINCREMENT, what "
+                  "TEXT);";
+  };
+  Reopen();
+  MustExec(1, "INSERT INTO events(what) VALUES ('a'), ('b')");
+  MustCommit(1);
+  MustExec(2, "DELETE FROM events WHERE id = 2");
+  MustCommit(2);
+  // AUTOINCREMENT never reuses 2, even after the delete: sqlite_sequence was kept at commit.
+  auto r = Exec(3, "INSERT INTO events(what) VALUES ('c') RETURNING id");
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(Value(int64_t{3}), r.value()[0].rows[0][0]);
+  MustCommit(3);
+  EXPECT_EQ(Value(int64_t{3}), ReadDirect("SELECT seq FROM sqlite_sequence WHERE name = 'events'"));
+}
+
 TEST_F(ParticipantTest, BadParametersGetTypedErrors) {
   auto r = Exec(1, "SELECT ?", {});
   EXPECT_EQ(ErrorCode::kInvalidArgument, r.error().code);
