@@ -14,6 +14,9 @@
 // Failpoints (TX_FAILPOINTS, see common/failpoint.h): coordinator.before_prepare_sent,
 // coordinator.after_prepare_sent, coordinator.after_decision_logged,
 // coordinator.before_phase_two.
+//
+// TX_DIAL_REWRITE (common/rpc/dial_rewrite.h) sends this replica's outgoing connections through
+// other addresses, e.g. txchaos's fault-injecting proxies.
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -27,6 +30,7 @@
 #include "common/metrics.h"
 #include "common/metrics_http.h"
 #include "common/net.h"
+#include "common/rpc/dial_rewrite.h"
 #include "common/rpc/thrift_logging.h"
 #include "common/shutdown.h"
 #include "coordinator/server.h"
@@ -98,6 +102,9 @@ int main(int argc, char** argv) {
   tx::rpc::RouteThriftLoggingToSpdlog();
   if (tx::Status s = tx::InstallShutdownHandlers(); !s.ok()) return Fail("signal handlers", s);
   if (tx::Status s = tx::ArmFailPointsFromEnv(); !s.ok()) return Fail("TX_FAILPOINTS", s);
+  if (tx::Status s = tx::rpc::LoadDialRewritesFromEnv(); !s.ok()) {
+    return Fail("TX_DIAL_REWRITE", s);
+  }
   if (txn_timeout_ms > max_txn_timeout_ms) {
     return Fail("--txn-timeout-ms",
                 tx::Status::InvalidArgument("the default timeout exceeds --max-txn-timeout-ms"));

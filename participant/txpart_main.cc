@@ -8,6 +8,9 @@
 // real port if 0 was asked for), for scripts and tests; logs go to stderr (and --log-file).
 // SIGTERM or SIGINT shut it down cleanly: in-flight calls finish, prepared transactions stay
 // durable, active ones are dropped (they abort).
+//
+// TX_DIAL_REWRITE (common/rpc/dial_rewrite.h) sends its outgoing connections (Resolve calls)
+// through other addresses, e.g. txchaos's fault-injecting proxies.
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -25,6 +28,7 @@
 #include "common/metrics.h"
 #include "common/metrics_http.h"
 #include "common/net.h"
+#include "common/rpc/dial_rewrite.h"
 #include "common/rpc/server.h"
 #include "common/rpc/thrift_logging.h"
 #include "common/shutdown.h"
@@ -109,6 +113,9 @@ int main(int argc, char** argv) {
   tx::rpc::RouteThriftLoggingToSpdlog();
   if (tx::Status s = tx::InstallShutdownHandlers(); !s.ok()) return Fail("signal handlers", s);
   if (tx::Status s = tx::ArmFailPointsFromEnv(); !s.ok()) return Fail("TX_FAILPOINTS", s);
+  if (tx::Status s = tx::rpc::LoadDialRewritesFromEnv(); !s.ok()) {
+    return Fail("TX_DIAL_REWRITE", s);
+  }
 
   tx::StatusOr<tx::HostPort> listen_at = tx::ParseHostPort(listen);
   if (!listen_at.ok()) return Fail("--listen", listen_at.status());

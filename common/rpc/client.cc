@@ -7,6 +7,7 @@
 #include <thrift/transport/TSocket.h>
 #include <thrift/transport/TTransportException.h>
 
+#include "common/rpc/dial_rewrite.h"
 #include "common/rpc/thrift_logging.h"
 #include "common/rpc/transport.h"
 
@@ -44,8 +45,9 @@ Status StatusFromThriftException(const std::exception& e, const HostPort& endpoi
 StatusOr<std::unique_ptr<RpcConnection>> RpcConnection::Open(const HostPort& endpoint,
                                                              const RpcClientOptions& options) {
   RouteThriftLoggingToSpdlog();
+  const HostPort dial = DialAddress(endpoint);  // a fault-injection proxy, normally `endpoint`
   std::unique_ptr<RpcConnection> c(new RpcConnection());
-  c->socket_ = std::make_shared<TSocket>(endpoint.host, endpoint.port,
+  c->socket_ = std::make_shared<TSocket>(dial.host, dial.port,
                                          MakeThriftConfiguration(options.max_message_bytes));
   c->socket_->setConnTimeout(static_cast<int>(options.connect_timeout.count()));
   c->socket_->setRecvTimeout(static_cast<int>(options.recv_timeout.count()));
