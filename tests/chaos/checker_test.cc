@@ -1,0 +1,228 @@
+// The checkers (tools/txchaos/checker.h) against SQLite files written by the test: each check
+// holds on consistent data and fails, naming the violation, on each kind of broken data.
+
+#include "tools/txchaos/checker.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/support/temp_dir.h"
+
+namespace tx::chaos {
+namespace {
+
+// A participant's file as txpart and the workload leave it: the workload tables and the agent's
+// outcome and prepared tables (docs/participant.md, section 7).
+class FakeParticipant {
+ public:
+  FakeParticipant(const std::string& dir, std::string name) : name_(std::move(name)) {
+    path_ = dir + "/" + name_ + ".db";
+    EXPECT_EQ(SQLITE_OK, sqlite3_open(path_.c_str(), &db_));
+    Exec(
+        "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);"
+        "CREATE TABLE ledger(id TEXT PRIMARY KEY, txid INTEGER NOT NULL, worker INTEGER NOT "
+        "NULL, participants TEXT NOT NULL);"
+        "CREATE TABLE _txpart_outcomes(seq INTEGER PRIMARY KEY, txid INTEGER UNIQUE, outcome "
+        "INTEGER, finished_unix_ms INTEGER);"
+        "CREATE TABLE _txpart_prepared(txid INTEGER PRIMARY KEY, state INTEGER, protocol "
+        "INTEGER, info BLOB, changeset BLOB, locks BLOB, prepared_unix_ms INTEGER);");
+  }
+  ~FakeParticipant() { sqlite3_close(db_); }
+
+  void Exec(const std::string& sql) {
+    char* error = nullptr;
+    EXPECT_EQ(SQLITE_OK, sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error))
+        << (error ? error : "") << " in " << sql;
+    sqlite3_free(error);
+  }
+  void Accounts(int n, int64_t balance) {
+    for (int i = 0; i < n; ++i) {
+      Exec(fmt::format("INSERT INTO accounts VALUES ({}, {})", i, balance));
+    }
+  }
+  void Row(const std::string& key, int64_t txid) {
+    Exec(fmt::format("INSERT INTO ledger VALUES ('{}', {}, 0, '')", key, txid));
+  }
+  void Outcome(int64_t txid, int outcome) {
+    Exec(fmt::format("INSERT INTO _txpart_outcomes(txid, outcome) VALUES ({}, {})", txid, outcome));
+  }
+  void Prepared(int64_t txid) {
+    Exec(fmt::format("INSERT INTO _txpart_prepared(txid, state) VALUES ({}, 1)", txid));
+  }
+  ParticipantData Read() {
+    StatusOr<ParticipantData> d = ReadParticipant(name_, path_);
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    return d.ok() ? *d : ParticipantData();
+  }
+
+ private:
+  std::string name_, path_;
+  sqlite3* db_ = nullptr;
+};
+
+OpRecord LedgerOp(uint64_t id, int64_t txid, const std::string& key,
+                  std::vector<std::string> written, OpResult result) {
+  OpRecord op;
+  op.id = id;
+  op.workload = "ledger";
+  op.txid = txid;
+  op.key = key;
+  op.written = std::move(written);
+  op.result = result;
+  return op;
+}
+
+// A copy: callers pass the checkers' result vectors as temporaries.
+CheckResult Find(const std::vector<CheckResult>& checks, const std::string& name) {
+  for (const CheckResult& c : checks) {
+    if (c.name == name) return c;
+  }
+  ADD_FAILURE() << "no check named " << name;
+  return CheckResult{"missing", false, "no such check"};
+}
+
+class CheckerTest : public ::testing::Test {
+ protected:
+  testing::TempDir dir_{testing::TempDir::Medium::kMemory};
+  FakeParticipant p1_{dir_.path(), "p1"};
+  FakeParticipant p2_{dir_.path(), "p2"};
+  BankSpec bank_{3, 100, true};
+
+  std::vector<ParticipantData> Data() { return {p1_.Read(), p2_.Read()}; }
+};
+
+TEST_F(CheckerTest, BankHoldsWhenTheTotalIsConserved) {
+  p1_.Accounts(3, 100);
+  p2_.Accounts(3, 100);
+  p1_.Exec("UPDATE accounts SET balance = 40 WHERE id = 0");
+  p2_.Exec("UPDATE accounts SET balance = 160 WHERE id = 2");
+  std::vector<CheckResult> r = CheckBank(Data(), bank_);
+  EXPECT_TRUE(Find(r, "bank.total").ok) << Find(r, "bank.total").detail;
+  EXPECT_TRUE(Find(r, "bank.no_negative_balance").ok);
+}
+
+TEST_F(CheckerTest, BankCatchesMoneyCreatedByAHalfAppliedTransfer) {
+  p1_.Accounts(3, 100);
+  p2_.Accounts(3, 100);
+  p2_.Exec("UPDATE accounts SET balance = 150 WHERE id = 1");  // credit without its debit
+  CheckResult total = Find(CheckBank(Data(), bank_), "bank.total");
+  EXPECT_FALSE(total.ok);
+  EXPECT_NE(std::string::npos, total.detail.find("650")) << total.detail;
+}
+
+TEST_F(CheckerTest, BankCatchesANegativeBalanceEvenWhenTheTotalHolds) {
+  p1_.Accounts(3, 100);
+  p2_.Accounts(3, 100);
+  p1_.Exec("UPDATE accounts SET balance = -10 WHERE id = 0");
+  p1_.Exec("UPDATE accounts SET balance = 210 WHERE id = 1");
+  std::vector<CheckResult> r = CheckBank(Data(), bank_);
+  EXPECT_TRUE(Find(r, "bank.total").ok);
+  CheckResult negative = Find(r, "bank.no_negative_balance");
+  EXPECT_FALSE(negative.ok);
+  EXPECT_NE(std::string::npos, negative.detail.find("p1 account 0 holds -10")) << negative.detail;
+}
+
+TEST_F(CheckerTest, BankCatchesALostAccount) {
+  p1_.Accounts(3, 100);
+  p2_.Accounts(2, 150);  // same total, one account short
+  EXPECT_FALSE(Find(CheckBank(Data(), bank_), "bank.total").ok);
+}
+
+TEST_F(CheckerTest, LedgerHoldsForConsistentOutcomes) {
+  p1_.Row("w0-1", 10);
+  p2_.Row("w0-1", 10);
+  p2_.Row("w0-3", 12);  // unknown outcome, committed at its only participant
+  std::vector<OpRecord> ops = {
+      LedgerOp(1, 10, "w0-1", {"p1", "p2"}, OpResult::kCommitted),
+      LedgerOp(2, 11, "w0-2", {"p1", "p2"}, OpResult::kAborted),
+      LedgerOp(3, 12, "w0-3", {"p2"}, OpResult::kUnknown),
+      LedgerOp(4, 13, "w0-4", {"p1", "p2"}, OpResult::kUnknown),
+      LedgerOp(5, 14, "w0-5", {"p1"}, OpResult::kAbandoned),
+  };
+  for (const CheckResult& c : CheckLedger(Data(), ops))
+    EXPECT_TRUE(c.ok) << c.name << ": " << c.detail;
+}
+
+TEST_F(CheckerTest, LedgerCatchesAPartlyVisibleTransaction) {
+  p1_.Row("w0-1", 10);
+  std::vector<OpRecord> ops = {LedgerOp(1, 10, "w0-1", {"p1", "p2"}, OpResult::kUnknown)};
+  CheckResult c = Find(CheckLedger(Data(), ops), "ledger.atomic_visibility");
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(std::string::npos, c.detail.find("txid 10")) << c.detail;
+}
+
+TEST_F(CheckerTest, LedgerCatchesACommittedTransactionMissingSomewhere) {
+  p1_.Row("w0-1", 10);
+  std::vector<OpRecord> ops = {LedgerOp(1, 10, "w0-1", {"p1", "p2"}, OpResult::kCommitted)};
+  EXPECT_FALSE(Find(CheckLedger(Data(), ops), "ledger.committed_present").ok);
+}
+
+TEST_F(CheckerTest, LedgerCatchesAnAbortedTransactionThatIsVisible) {
+  p1_.Row("w0-1", 10);
+  p2_.Row("w0-1", 10);
+  for (OpResult r : {OpResult::kAborted, OpResult::kAbandoned, OpResult::kNoTxn}) {
+    std::vector<OpRecord> ops = {LedgerOp(1, 10, "w0-1", {"p1", "p2"}, r)};
+    EXPECT_FALSE(Find(CheckLedger(Data(), ops), "ledger.aborted_absent").ok) << OpResultName(r);
+  }
+}
+
+TEST_F(CheckerTest, LedgerCatchesStrayRows) {
+  p1_.Row("w9-9", 99);     // no operation wrote it
+  p2_.Row("w0-1", 10);     // written where the operation did not write
+  p1_.Row("w0-2", 12345);  // names another txid
+  std::vector<OpRecord> ops = {LedgerOp(1, 10, "w0-1", {"p1"}, OpResult::kUnknown),
+                               LedgerOp(2, 11, "w0-2", {"p1"}, OpResult::kCommitted)};
+  CheckResult c = Find(CheckLedger(Data(), ops), "ledger.no_stray_rows");
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(std::string::npos, c.detail.find("3 violation(s)")) << c.detail;
+}
+
+TEST_F(CheckerTest, OutcomesCatchASplitDecision) {
+  p1_.Outcome(7, 1);
+  p2_.Outcome(7, 2);
+  CheckResult c = Find(CheckOutcomes(Data(), {}), "outcomes.no_split");
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(std::string::npos, c.detail.find("txid 7: p1=committed p2=aborted")) << c.detail;
+}
+
+TEST_F(CheckerTest, OutcomesCatchAClientToldCommittedThatAParticipantAborted) {
+  p1_.Outcome(7, 1);
+  std::vector<OpRecord> ops = {LedgerOp(1, 7, "k", {"p1", "p2"}, OpResult::kCommitted)};
+  CheckResult c = Find(CheckOutcomes(Data(), ops), "outcomes.client_agreement");
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(std::string::npos, c.detail.find("p2 records no outcome")) << c.detail;
+}
+
+TEST_F(CheckerTest, OutcomesCatchAClientToldAbortedThatAParticipantCommitted) {
+  p2_.Outcome(8, 1);
+  std::vector<OpRecord> ops = {LedgerOp(1, 8, "k", {"p2"}, OpResult::kAborted)};
+  EXPECT_FALSE(Find(CheckOutcomes(Data(), ops), "outcomes.client_agreement").ok);
+}
+
+TEST_F(CheckerTest, OutcomesAcceptEitherOutcomeWhenTheClientDoesNotKnow) {
+  p1_.Outcome(9, 1);
+  p2_.Outcome(9, 1);
+  std::vector<OpRecord> ops = {LedgerOp(1, 9, "k", {"p1", "p2"}, OpResult::kUnknown),
+                               LedgerOp(2, 10, "k2", {"p1", "p2"}, OpResult::kUnknown)};
+  for (const CheckResult& c : CheckOutcomes(Data(), ops)) EXPECT_TRUE(c.ok) << c.detail;
+}
+
+TEST_F(CheckerTest, NothingPreparedNamesWhatIsStillPrepared) {
+  EXPECT_TRUE(CheckNothingPrepared(Data()).ok);
+  p2_.Prepared(41);
+  CheckResult c = CheckNothingPrepared(Data());
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(std::string::npos, c.detail.find("p2 still holds prepared txids [41]")) << c.detail;
+}
+
+TEST(ReadParticipant, ReportsAFileThatIsNotADatabase) {
+  testing::TempDir dir(testing::TempDir::Medium::kMemory);
+  EXPECT_FALSE(ReadParticipant("p1", dir.path() + "/missing.db").ok());
+}
+
+}  // namespace
+}  // namespace tx::chaos

@@ -1,0 +1,256 @@
+#include "tools/txchaos/checker.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <set>
+
+namespace tx::chaos {
+namespace {
+
+// Violations listed in a check's detail; the count is always given.
+constexpr size_t kMaxListedViolations = 10;
+
+struct Violations {
+  size_t count = 0;
+  std::vector<std::string> listed;
+  void Add(std::string what) {
+    if (listed.size() < kMaxListedViolations) listed.push_back(std::move(what));
+    ++count;
+  }
+  CheckResult Result(std::string name, std::string ok_detail) const {
+    CheckResult r;
+    r.name = std::move(name);
+    r.ok = count == 0;
+    r.detail = r.ok ? std::move(ok_detail)
+                    : fmt::format("{} violation(s): {}{}", count, fmt::join(listed, "; "),
+                                  count > listed.size() ? "; ..." : "");
+    return r;
+  }
+};
+
+using Db = std::unique_ptr<sqlite3, int (*)(sqlite3*)>;
+
+Status Query(sqlite3* db, const std::string& path, const char* sql,
+             const std::function<void(sqlite3_stmt*)>& row) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) {
+    return Status::Corruption(fmt::format("{}: {}: {}", path, sql, sqlite3_errmsg(db)));
+  }
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) row(stmt);
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_DONE) {
+    return Status::IOError(fmt::format("{}: {}: {}", path, sql, sqlite3_errmsg(db)));
+  }
+  return Status::OK();
+}
+
+std::string Text(sqlite3_stmt* stmt, int column) {
+  const unsigned char* t = sqlite3_column_text(stmt, column);
+  return t == nullptr ? "" : reinterpret_cast<const char*>(t);
+}
+
+}  // namespace
+
+StatusOr<ParticipantData> ReadParticipant(const std::string& name, const std::string& db_path) {
+  sqlite3* raw = nullptr;
+  if (sqlite3_open_v2(db_path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    std::string message = raw ? sqlite3_errmsg(raw) : "out of memory";
+    sqlite3_close(raw);
+    return Status::IOError(fmt::format("cannot open {}: {}", db_path, message));
+  }
+  Db db(raw, sqlite3_close);
+  sqlite3_busy_timeout(raw, 5000);
+  ParticipantData d;
+  d.name = name;
+  TX_RETURN_IF_ERROR(Query(raw, db_path, "SELECT id, balance FROM accounts", [&](sqlite3_stmt* s) {
+    d.balances[sqlite3_column_int64(s, 0)] = sqlite3_column_int64(s, 1);
+  }));
+  TX_RETURN_IF_ERROR(Query(raw, db_path, "SELECT id, txid FROM ledger", [&](sqlite3_stmt* s) {
+    d.ledger[Text(s, 0)] = sqlite3_column_int64(s, 1);
+  }));
+  TX_RETURN_IF_ERROR(Query(
+      raw, db_path, "SELECT txid, outcome FROM _txpart_outcomes",
+      [&](sqlite3_stmt* s) { d.outcomes[sqlite3_column_int64(s, 0)] = sqlite3_column_int(s, 1); }));
+  TX_RETURN_IF_ERROR(
+      Query(raw, db_path, "SELECT txid FROM _txpart_prepared ORDER BY txid",
+            [&](sqlite3_stmt* s) { d.prepared.push_back(sqlite3_column_int64(s, 0)); }));
+  return d;
+}
+
+std::vector<CheckResult> CheckBank(const std::vector<ParticipantData>& data, const BankSpec& spec) {
+  int64_t total = 0;
+  size_t accounts = 0;
+  Violations negative;
+  for (const ParticipantData& p : data) {
+    for (const auto& [id, balance] : p.balances) {
+      total += balance;
+      ++accounts;
+      if (balance < 0) negative.Add(fmt::format("{} account {} holds {}", p.name, id, balance));
+    }
+  }
+  const int64_t expected =
+      static_cast<int64_t>(data.size()) * spec.accounts_per_participant * spec.initial_balance;
+  const size_t expected_accounts = data.size() * static_cast<size_t>(spec.accounts_per_participant);
+  std::vector<CheckResult> out;
+  CheckResult t;
+  t.name = "bank.total";
+  t.ok = total == expected && accounts == expected_accounts;
+  t.detail = t.ok ? fmt::format("{} over {} accounts, as at the start", total, accounts)
+                  : fmt::format(
+                        "the accounts hold {} over {} accounts; {} over {} expected "
+                        "(money created or destroyed)",
+                        total, accounts, expected, expected_accounts);
+  out.push_back(t);
+  if (spec.forbid_negative) {
+    out.push_back(negative.Result("bank.no_negative_balance", "no balance below zero"));
+  }
+  return out;
+}
+
+std::vector<CheckResult> CheckLedger(const std::vector<ParticipantData>& data,
+                                     const std::vector<OpRecord>& ops) {
+  Violations atomic, committed_present, aborted_absent, stray;
+  std::set<std::string> known_keys;
+  size_t n_committed = 0, n_aborted = 0, n_unknown = 0, n_unknown_visible = 0;
+  for (const OpRecord& op : ops) {
+    if (op.key.empty()) continue;
+    known_keys.insert(op.key);
+    std::set<std::string> written(op.written.begin(), op.written.end());
+    std::set<std::string> present;
+    for (const ParticipantData& p : data) {
+      auto it = p.ledger.find(op.key);
+      if (it == p.ledger.end()) continue;
+      present.insert(p.name);
+      if (written.count(p.name) == 0) {
+        stray.Add(fmt::format("row {} at {}, where operation {} (txid {}) did not write", op.key,
+                              p.name, op.id, op.txid));
+      }
+      if (op.txid != 0 && it->second != op.txid) {
+        stray.Add(fmt::format("row {} at {} names txid {}, the operation had {}", op.key, p.name,
+                              it->second, op.txid));
+      }
+    }
+    const std::string where =
+        fmt::format("op {} txid {} key {} (written at {}; visible at [{}])", op.id, op.txid, op.key,
+                    fmt::join(op.written, ","), fmt::join(present, ","));
+    switch (op.result) {
+      case OpResult::kCommitted:
+        ++n_committed;
+        if (present != written) committed_present.Add("told COMMITTED, " + where);
+        break;
+      case OpResult::kAborted:
+      case OpResult::kAbandoned:
+      case OpResult::kNoTxn:
+        ++n_aborted;
+        if (!present.empty()) {
+          aborted_absent.Add(fmt::format("told {}, {}", OpResultName(op.result), where));
+        }
+        break;
+      case OpResult::kUnknown:
+        ++n_unknown;
+        if (!present.empty()) ++n_unknown_visible;
+        break;
+    }
+    if (!present.empty() && present != written) atomic.Add("partly visible: " + where);
+  }
+  for (const ParticipantData& p : data) {
+    for (const auto& [key, txid] : p.ledger) {
+      if (known_keys.count(key) == 0) {
+        stray.Add(fmt::format("row {} (txid {}) at {} comes from no operation in the history", key,
+                              txid, p.name));
+      }
+    }
+  }
+  std::vector<CheckResult> out;
+  out.push_back(atomic.Result(
+      "ledger.atomic_visibility",
+      fmt::format("{} ledger transactions, each visible at all its participants or at none",
+                  known_keys.size())));
+  out.push_back(committed_present.Result(
+      "ledger.committed_present",
+      fmt::format("all {} told COMMITTED are present everywhere they wrote", n_committed)));
+  out.push_back(aborted_absent.Result(
+      "ledger.aborted_absent",
+      fmt::format("none of {} told ABORTED (or never committed) is visible", n_aborted)));
+  out.push_back(stray.Result(
+      "ledger.no_stray_rows",
+      fmt::format("no row without an operation; {} with an unknown outcome, {} of them committed",
+                  n_unknown, n_unknown_visible)));
+  return out;
+}
+
+std::vector<CheckResult> CheckOutcomes(const std::vector<ParticipantData>& data,
+                                       const std::vector<OpRecord>& ops) {
+  Violations split, client;
+  std::map<int64_t, std::map<std::string, int>> by_txid;  // txid -> participant -> outcome
+  for (const ParticipantData& p : data) {
+    for (const auto& [txid, outcome] : p.outcomes) by_txid[txid][p.name] = outcome;
+  }
+  for (const auto& [txid, at] : by_txid) {
+    std::set<int> outcomes;
+    for (const auto& [name, outcome] : at) outcomes.insert(outcome);
+    if (outcomes.size() > 1) {
+      std::vector<std::string> parts;
+      for (const auto& [name, outcome] : at) {
+        parts.push_back(fmt::format("{}={}", name, outcome == 1 ? "committed" : "aborted"));
+      }
+      split.Add(fmt::format("txid {}: {}", txid, fmt::join(parts, " ")));
+    }
+  }
+  size_t checked = 0;
+  for (const OpRecord& op : ops) {
+    if (op.txid == 0 || op.written.empty()) continue;
+    auto it = by_txid.find(op.txid);
+    auto outcome_at = [&](const std::string& name) {
+      if (it == by_txid.end()) return 0;
+      auto o = it->second.find(name);
+      return o == it->second.end() ? 0 : o->second;
+    };
+    ++checked;
+    if (op.result == OpResult::kCommitted) {
+      for (const std::string& p : op.written) {
+        if (outcome_at(p) != 1) {
+          client.Add(fmt::format("txid {} ({} op {}) was told COMMITTED but {} records {}", op.txid,
+                                 op.workload, op.id, p,
+                                 outcome_at(p) == 0 ? "no outcome" : "ABORTED"));
+        }
+      }
+    } else if (op.result != OpResult::kUnknown) {
+      for (const std::string& p : op.written) {
+        if (outcome_at(p) == 1) {
+          client.Add(fmt::format("txid {} ({} op {}) was told {} but {} committed it", op.txid,
+                                 op.workload, op.id, OpResultName(op.result), p));
+        }
+      }
+    }
+  }
+  std::vector<CheckResult> out;
+  out.push_back(split.Result(
+      "outcomes.no_split",
+      fmt::format("{} txids recorded at participants, none committed at one and aborted at "
+                  "another",
+                  by_txid.size())));
+  out.push_back(client.Result(
+      "outcomes.client_agreement",
+      fmt::format("{} client answers agree with the participants' records", checked)));
+  return out;
+}
+
+CheckResult CheckNothingPrepared(const std::vector<ParticipantData>& data) {
+  Violations v;
+  for (const ParticipantData& p : data) {
+    if (!p.prepared.empty()) {
+      v.Add(fmt::format("{} still holds prepared txids [{}]", p.name, fmt::join(p.prepared, ",")));
+    }
+  }
+  return v.Result("resolved.nothing_prepared_in_files",
+                  "no participant holds a prepared transaction");
+}
+
+}  // namespace tx::chaos
