@@ -483,10 +483,12 @@ void RaftNode::Impl::Stop() {
     stopping_ = true;
   }
   stop_requested_.store(true);
-  if (server_ != nullptr) server_->Stop();
+  // Wake every waiter first: the server's Stop() waits for handlers, some of which may be
+  // holding a reply until their entries are durable (StepBatch).
   ready_cv_.notify_all();
   state_cv_.notify_all();
   persisted_cv_.notify_all();
+  if (server_ != nullptr) server_->Stop();
   tick_waiter_.Notify();
   if (tick_thread_.joinable()) tick_thread_.join();
   {
