@@ -65,10 +65,12 @@ StatusOr<api::ClusterStatusResponse> GetClusterStatus(const HostPort& replica, M
   return out;
 }
 
-StatusOr<api::ListTransactionsResponse> ListTransactions(const HostPort& replica, Millis timeout) {
+StatusOr<api::ListTransactionsResponse> ListTransactions(const HostPort& replica, Millis timeout,
+                                                         bool include_begun) {
   api::ListTransactionsResponse out;
   api::ListTransactionsRequest request;
   request.limit = 1000;
+  request.include_begun = include_begun;
   TX_RETURN_IF_ERROR(DirectCall<api::CoordinatorServiceClient>(
       replica, timeout,
       [&](api::CoordinatorServiceClient& c) { c.ListTransactions(out, request); }));

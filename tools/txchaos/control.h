@@ -23,9 +23,11 @@ using Millis = std::chrono::milliseconds;
 // GetClusterStatus from one replica.
 StatusOr<api::ClusterStatusResponse> GetClusterStatus(const HostPort& replica, Millis timeout);
 
-// The leader's transactions still in progress (undecided on it, or decided and not finished),
-// first page of up to 1,000. FailedPrecondition if `replica` does not lead.
-StatusOr<api::ListTransactionsResponse> ListTransactions(const HostPort& replica, Millis timeout);
+// The leader's transactions still in progress (undecided on it, or decided and not finished;
+// with include_begun also those begun and not yet committing), first page of up to 1,000.
+// FailedPrecondition if `replica` does not lead.
+StatusOr<api::ListTransactionsResponse> ListTransactions(const HostPort& replica, Millis timeout,
+                                                         bool include_begun = false);
 
 Status RegisterParticipant(const HostPort& leader, const std::string& name, const HostPort& address,
                            Millis timeout);

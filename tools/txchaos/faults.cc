@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <set>
 
+#include "tools/txchaos/control.h"
+
 namespace tx::chaos {
 namespace {
 
@@ -137,6 +139,37 @@ void FaultInjector::Heal() {
   if (options_.on_heal) options_.on_heal();
 }
 
+std::string FaultInjector::SamplePhases(const std::string& kind) {
+  std::map<std::string, uint64_t> in_flight;
+  LocalCluster* cluster = options_.cluster;
+  if (std::optional<std::string> leader = cluster->Leader(500ms)) {
+    StatusOr<api::ListTransactionsResponse> list =
+        ListTransactions(cluster->Info(*leader).address, 500ms, /*include_begun=*/true);
+    if (list.ok()) {
+      for (const api::TransactionView& v : list->transactions) {
+        auto it = api::_TransactionPhase_VALUES_TO_NAMES.find(static_cast<int>(v.phase));
+        ++in_flight[it == api::_TransactionPhase_VALUES_TO_NAMES.end() ? "?" : it->second];
+      }
+    }
+  }
+  for (const std::string& p : cluster->Participants()) {
+    if (cluster->Info(p).state != NodeState::kRunning) continue;
+    StatusOr<api::ListPreparedResponse> prepared = ListPrepared(cluster->Info(p).address, 500ms);
+    if (prepared.ok() && !prepared->transactions.empty()) {
+      in_flight["PREPARED"] += prepared->transactions.size();
+    }
+  }
+  std::vector<std::string> items;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [phase, n] : in_flight) {
+      items.push_back(fmt::format("{}:{}", JsonString(phase), n));
+      ++stats_.coverage[kind][phase];
+    }
+  }
+  return fmt::format(",\"in_flight\":{{{}}}", fmt::join(items, ","));
+}
+
 std::vector<std::pair<std::string, std::string>> FaultInjector::AllLinks() const {
   std::vector<std::pair<std::string, std::string>> links;
   const std::vector<std::string> coords = options_.cluster->Coordinators();
@@ -227,8 +260,9 @@ void FaultInjector::Apply(const FaultStep& step) {
   const std::string variant = colon == std::string::npos ? "" : step.kind.substr(colon + 1);
   const int64_t undo_at = step.at_ms + step.hold_ms;
   LocalCluster* cluster = options_.cluster;
-  const std::string base = fmt::format("\"kind\":{},\"planned_at\":{},\"hold\":{}",
-                                       JsonString(step.kind), step.at_ms, step.hold_ms);
+  const std::string base =
+      fmt::format("\"kind\":{},\"planned_at\":{},\"hold\":{}{}", JsonString(step.kind), step.at_ms,
+                  step.hold_ms, SamplePhases(step.kind));
   auto skipped = [&](const std::string& why) {
     Event(fmt::format("{},\"action\":\"skipped\",\"why\":{}", base, JsonString(why)));
     std::lock_guard<std::mutex> lock(mu_);

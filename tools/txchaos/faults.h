@@ -45,11 +45,17 @@ struct InjectorOptions {
   std::function<void()> on_heal;
 };
 
+// fault kind -> protocol phase -> how many of those faults struck while at least one
+// transaction was in that phase (the leader's TransactionPhase names, and PREPARED for a
+// transaction prepared at some participant), sampled just before each fault.
+using PhaseCoverage = std::map<std::string, std::map<std::string, uint64_t>>;
+
 struct InjectorStats {
   uint64_t steps_run = 0;
   uint64_t steps_skipped = 0;  // the target was already down, or no target
   std::map<std::string, uint64_t> by_kind;
   std::vector<int64_t> leader_kill_ms;  // when a leader was killed (failover measurements)
+  PhaseCoverage coverage;
 };
 
 class FaultInjector {
@@ -80,6 +86,9 @@ class FaultInjector {
   void Heal();
   void Schedule(int64_t at_ms, bool undo, std::function<void()> run);
   void Event(const std::string& members);
+  // What is in flight now: phase -> transactions (the leader's list, and PREPARED summed over
+  // the participants), as JSON members for the step's event; counts it into the coverage.
+  std::string SamplePhases(const std::string& kind);
 
   // Role resolution for a step (may return "" when nothing fits).
   std::string PickLeaderOrAny(std::mt19937_64& rng, bool* was_leader);

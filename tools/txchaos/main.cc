@@ -17,6 +17,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -186,6 +187,7 @@ int main(int argc, char** argv) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::minutes(minutes);
   std::vector<std::string> failures;
   uint64_t runs = 0, transactions = 0, faults = 0;
+  std::map<std::string, std::map<std::string, uint64_t>> coverage;
   for (size_t i = 0; std::chrono::steady_clock::now() < end; ++i, ++seed) {
     RunOptions o = soak_options;
     o.scenario = names[i % names.size()];
@@ -194,6 +196,9 @@ int main(int argc, char** argv) {
     ++runs;
     transactions += r.transactions;
     faults += r.faults;
+    for (const auto& [fault, phases] : r.coverage) {
+      for (const auto& [phase, n] : phases) coverage[fault][phase] += n;
+    }
     std::printf("%s", r.Summary().c_str());
     std::fflush(stdout);
     if (!r.ok) {
@@ -204,6 +209,14 @@ int main(int argc, char** argv) {
   std::printf("txchaos soak: %llu runs, %llu transactions, %llu faults, %zu failed\n",
               static_cast<unsigned long long>(runs), static_cast<unsigned long long>(transactions),
               static_cast<unsigned long long>(faults), failures.size());
+  std::printf(
+      "faults by the protocol phase they struck (transactions in that phase at the "
+      "moment; crash points by name):\n");
+  for (const auto& [fault, phases] : coverage) {
+    std::string line;
+    for (const auto& [phase, n] : phases) line += fmt::format(" {}={}", phase, n);
+    std::printf("  %-28s%s\n", fault.c_str(), line.c_str());
+  }
   for (const std::string& f : failures) std::printf("  FAILED %s\n", f.c_str());
   return failures.empty() ? 0 : 1;
 }

@@ -182,6 +182,11 @@ class Monitor {
     std::lock_guard<std::mutex> lock(mu_);
     return max_rss_;
   }
+  // failpoint -> crashes it caused.
+  std::map<std::string, uint64_t> crashes_by_failpoint() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return by_failpoint_;
+  }
 
  private:
   void Loop() {
@@ -211,6 +216,7 @@ class Monitor {
       std::lock_guard<std::mutex> lock(mu_);
       if (injected) {
         ++crashes_;
+        ++by_failpoint_[armed.substr(0, armed.find('='))];
       } else {
         unexpected_.push_back(
             fmt::format("{} {} (armed: '{}'; see its .log)", e.node, e.Describe(), armed));
@@ -250,10 +256,11 @@ class Monitor {
   std::thread thread_;
   mutable std::mutex mu_;
   std::condition_variable wake_;
-  bool stop_ = false;                        // GUARDED_BY(mu_)
-  std::vector<std::string> unexpected_;      // GUARDED_BY(mu_)
-  uint64_t crashes_ = 0;                     // GUARDED_BY(mu_)
-  std::map<std::string, uint64_t> max_rss_;  // GUARDED_BY(mu_)
+  bool stop_ = false;                             // GUARDED_BY(mu_)
+  std::vector<std::string> unexpected_;           // GUARDED_BY(mu_)
+  uint64_t crashes_ = 0;                          // GUARDED_BY(mu_)
+  std::map<std::string, uint64_t> max_rss_;       // GUARDED_BY(mu_)
+  std::map<std::string, uint64_t> by_failpoint_;  // GUARDED_BY(mu_)
 };
 
 std::string MakeRunDir(const RunOptions& o) {
@@ -280,9 +287,10 @@ void Progress(const RunOptions& o, const History& h, const std::string& what) {
 std::string RunReport::Summary() const {
   std::string out = fmt::format(
       "scenario {} seed {} duration {:.0f}s: {}\n  transactions {} (committed {}, aborted {}, "
-      "never committed {}, unknown {}, no txn {}); faults {}; wall {:.1f}s\n",
+      "never committed {}, unknown {}, no txn {}; {} outcomes learned by asking again); faults "
+      "{}; wall {:.1f}s\n",
       scenario, seed, duration_ms / 1000.0, ok ? "PASS" : "FAIL", transactions, committed, aborted,
-      abandoned, unknown, no_txn, faults, wall_ms / 1000.0);
+      abandoned, unknown, no_txn, resolved_later, faults, wall_ms / 1000.0);
   if (!failover_ms.empty()) {
     std::vector<int64_t> sorted = failover_ms;
     std::sort(sorted.begin(), sorted.end());
@@ -290,6 +298,11 @@ std::string RunReport::Summary() const {
         "  failover (leader killed -> first commit): {} samples, median {} ms, max "
         "{} ms\n",
         sorted.size(), sorted[sorted.size() / 2], sorted.back());
+  }
+  for (const auto& [fault, phases] : coverage) {
+    std::vector<std::string> items;
+    for (const auto& [phase, n] : phases) items.push_back(fmt::format("{} {}", phase, n));
+    out += fmt::format("  {} struck during: {}\n", fault, fmt::join(items, ", "));
   }
   for (const CheckResult& c : checks) {
     out += fmt::format("  [{}] {}: {}\n", c.ok ? " ok " : "FAIL", c.name, c.detail);
@@ -546,13 +559,17 @@ RunReport RunScenario(const RunOptions& o) {
     }
     for (const std::string& p : cluster.Participants()) {
       StatusOr<api::ListPreparedResponse> prepared = ListPrepared(cluster.Info(p).address, 2s);
+      std::string problem;
       if (!prepared.ok()) {
-        doubt += fmt::format("; {} did not answer", p);
+        problem = fmt::format("{} did not answer ({})", p, prepared.status().ToString());
       } else if (!prepared->transactions.empty()) {
         std::vector<int64_t> txids;
         for (const api::TransactionStatus& t : prepared->transactions) txids.push_back(t.txid);
-        doubt += fmt::format("; {} holds prepared [{}]", p, fmt::join(txids, ","));
+        problem = fmt::format("{} holds prepared [{}]", p, fmt::join(txids, ","));
       }
+      if (problem.empty()) continue;
+      if (!doubt.empty()) doubt += "; ";
+      doubt += problem;
     }
     if (doubt.empty()) {
       resolved = true;
@@ -740,6 +757,7 @@ RunReport RunScenario(const RunOptions& o) {
   report.transactions = 0;
   for (const OpRecord& op : ops) {
     if (op.txid != 0) ++report.transactions;
+    if (op.resolved_later) ++report.resolved_later;
   }
   report.committed = ws.committed;
   report.aborted = ws.aborted;
@@ -748,6 +766,10 @@ RunReport RunScenario(const RunOptions& o) {
   report.no_txn = ws.no_txn;
   report.faults += injected.steps_run + monitor.crash_point_crashes() + net.dropped_frames +
                    net.duplicated_frames;
+  report.coverage = injected.coverage;
+  for (const auto& [failpoint, n] : monitor.crashes_by_failpoint()) {
+    report.coverage["crash-point"][failpoint] += n;
+  }
   report.ok = std::all_of(checks.begin(), checks.end(), [](const CheckResult& c) { return c.ok; });
   report.wall_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - wall_start)
@@ -758,17 +780,24 @@ RunReport RunScenario(const RunOptions& o) {
     check_json.push_back(fmt::format("{{\"name\":{},\"ok\":{},\"detail\":{}}}", JsonString(c.name),
                                      c.ok ? "true" : "false", JsonString(c.detail)));
   }
+  std::vector<std::string> coverage_json;
+  for (const auto& [fault, phases] : report.coverage) {
+    std::vector<std::string> items;
+    for (const auto& [phase, n] : phases)
+      items.push_back(fmt::format("{}:{}", JsonString(phase), n));
+    coverage_json.push_back(fmt::format("{}:{{{}}}", JsonString(fault), fmt::join(items, ",")));
+  }
   const std::string summary = fmt::format(
       "\"ok\":{},\"transactions\":{},\"committed\":{},\"aborted\":{},\"abandoned\":{},"
-      "\"unknown\":{},\"no_txn\":{},\"faults\":{},\"schedule_steps_run\":{},"
+      "\"unknown\":{},\"no_txn\":{},\"resolved_later\":{},\"faults\":{},\"schedule_steps_run\":{},"
       "\"crash_point_crashes\":{},\"frames_dropped\":{},\"frames_duplicated\":{},"
       "\"frames_delayed\":{},\"frames_blackholed\":{},\"failover_ms\":[{}],\"wall_ms\":{},"
-      "\"checks\":[{}]",
+      "\"coverage\":{{{}}},\"checks\":[{}]",
       report.ok ? "true" : "false", report.transactions, report.committed, report.aborted,
-      report.abandoned, report.unknown, report.no_txn, report.faults, injected.steps_run,
-      monitor.crash_point_crashes(), net.dropped_frames, net.duplicated_frames, net.delayed_frames,
-      net.blackholed_frames, fmt::join(report.failover_ms, ","), report.wall_ms,
-      fmt::join(check_json, ","));
+      report.abandoned, report.unknown, report.no_txn, report.resolved_later, report.faults,
+      injected.steps_run, monitor.crash_point_crashes(), net.dropped_frames, net.duplicated_frames,
+      net.delayed_frames, net.blackholed_frames, fmt::join(report.failover_ms, ","), report.wall_ms,
+      fmt::join(coverage_json, ","), fmt::join(check_json, ","));
   history.AddEvent("summary", summary);
   {
     std::ofstream out(report.run_dir + "/summary.json");

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,9 +52,13 @@ struct RunReport {
   std::vector<CheckResult> checks;
   // Figures.
   uint64_t transactions = 0, committed = 0, aborted = 0, abandoned = 0, unknown = 0, no_txn = 0;
+  uint64_t resolved_later = 0;  // unknown at first, learned by calling Commit() again
   uint64_t faults = 0;  // schedule steps run + crash-point crashes + frames dropped/duplicated
                         // + bad inputs sent
   std::vector<int64_t> failover_ms;
+  // fault -> protocol phase -> faults that struck with a transaction in that phase (see
+  // faults.h); crash points count under "crash-point" by failpoint name.
+  std::map<std::string, std::map<std::string, uint64_t>> coverage;
   int64_t wall_ms = 0;
   std::string Summary() const;  // several lines, for humans
 };

@@ -259,6 +259,9 @@ void Workload::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+  // The overload clients leave, as the applications they stand for would: their pooled
+  // connections close and give the servers' connection slots back.
+  overload_.clear();
 }
 
 void Workload::Record(OpRecord op, client::Transaction* unresolved) {

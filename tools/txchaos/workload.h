@@ -76,7 +76,7 @@ class Workload {
   // participants.
   Status Start();
   // Asks the workers to stop after their current operation and joins them (an operation ends
-  // by its client deadlines).
+  // by its client deadlines); then closes the overload clients (and their connections).
   void Stop();
   // Calls Commit() again on every transaction whose outcome was unknown, until `deadline`.
   // Updates the history (a "resolved" event per transaction). Returns how many stay unknown.
