@@ -448,11 +448,12 @@ RunReport RunScenario(const RunOptions& o) {
   io.on_heal = [&] {
     crash_points.Disable();
     // A process with a crash point still armed is restarted without it: after the heal the
-    // cluster runs clean.
+    // cluster runs clean. One at a time, each serving again before the next goes, so that
+    // the disarming does not take a majority of the replicas down at once.
     for (const std::string& node : crash_points.ArmedNodes()) {
       cluster.Kill(node);
       (void)crash_points.TakeArmed(node);
-      Status s = cluster.LaunchNode(node);
+      Status s = cluster.StartNode(node);
       history.AddEvent(
           "fault",
           fmt::format("\"action\":\"restart\",\"node\":{},\"why\":\"disarm\"{}", JsonString(node),
