@@ -86,6 +86,8 @@ StatusOr<std::vector<ResultSet>> Transaction::Impl::Run(const std::string& parti
   api::ExecuteRequest req;
   req.txid = txid_;
   req.statements = std::move(statements);
+  int32_t& executes_taken = executes_taken_[participant];
+  req.__set_sequence(executes_taken);
   const SteadyTime deadline = DeadlineIn(client_->options().call_deadline);
   int failures = 0;
   bool refreshed_for_unknown_name = false;
@@ -127,6 +129,7 @@ StatusOr<std::vector<ResultSet>> Transaction::Impl::Run(const std::string& parti
         &maybe_sent);
     if (transport.ok() && !error.has_value()) {
       AddParticipant(participant);
+      ++executes_taken;
       if (resp.results.size() != req.statements.size()) {
         return Doom(Status(StatusCode::kInternal,
                            fmt::format("{}: {} results for {} statements", context,
@@ -152,6 +155,11 @@ StatusOr<std::vector<ResultSet>> Transaction::Impl::Run(const std::string& parti
       // (RESOURCE_EXHAUSTED: "not begun"), so it must take part in Commit or Abort; one that
       // had not begun it would vote NO, which aborts the transaction rather than lose work.
       if (error->code != api::ErrorCode::RESOURCE_EXHAUSTED) AddParticipant(participant);
+      // Every answered request took its number there, except a first one refused before the
+      // transaction began (RESOURCE_EXHAUSTED: too many transactions live).
+      if (!(error->code == api::ErrorCode::RESOURCE_EXHAUSTED && executes_taken == 0)) {
+        ++executes_taken;
+      }
       Status s = FromTxError(*error, context);
       if (error->transaction_aborted) return Doom(s);
       return s;

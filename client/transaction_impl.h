@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,6 +63,10 @@ class TXCLIENT_INTERNAL Transaction::Impl {
 
   State state_ = State::kActive;
   std::vector<std::string> participants_;  // in the order first used; each once
+  // Executes each participant has taken, numbering the next request there
+  // (ExecuteRequest.sequence): lets a participant that restarted, or got a duplicated request,
+  // refuse it instead of committing part of the transaction.
+  std::map<std::string, int32_t> executes_taken_;
   // Set when an error aborted the transaction: it can only end ABORTED.
   std::optional<Status> doomed_by_;
   // A Commit request may have reached a coordinator without its answer reaching us: from then

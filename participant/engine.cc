@@ -119,6 +119,7 @@ struct ParticipantImpl::Txn {
   // GUARDED_BY(mu)
   std::string changeset;
   bool returned_results = false;  // a successful Execute has shown the client data
+  int32_t executes_seen = 0;      // Executes taken, for ExecuteRequest.sequence
 
   std::mutex info_mu;           // info is read by Status without mu
   std::optional<TxnInfo> info;  // GUARDED_BY(info_mu)
@@ -359,19 +360,33 @@ Error ParticipantImpl::AbortLocked(Txn& txn, ErrorCode code, std::string reason)
 
 Result<std::vector<ResultSet>> ParticipantImpl::Execute(TxId txid,
                                                         const std::vector<Statement>& statements,
-                                                        const TxnInfo* info) {
+                                                        const TxnInfo* info,
+                                                        std::optional<int32_t> sequence) {
   if (txid <= 0) {
     return Error{ErrorCode::kInvalidArgument, fmt::format("txid must be positive, got {}", txid)};
   }
-  if (statements.empty()) return Error{ErrorCode::kInvalidArgument, "no statements"};
-  if (statements.size() > options().max_statements_per_execute) {
-    return Error{ErrorCode::kTooLarge,
-                 fmt::format("{} statements in one Execute; at most {}", statements.size(),
-                             options().max_statements_per_execute)};
+  if (sequence && *sequence < 0) {
+    return Error{ErrorCode::kInvalidArgument,
+                 fmt::format("Execute sequence must be >= 0, got {}", *sequence)};
   }
   std::shared_ptr<Txn> txn = FindTxn(txid);
   if (txn == nullptr) {
     if (std::optional<Finished> f = FindFinished(txid)) return FinishedError(txid, *f);
+    if (sequence && *sequence > 0) {
+      // The client ran Executes here that this agent has no trace of: it restarted since (an
+      // active transaction lives in memory only). Committing the later Executes alone would
+      // commit part of the transaction, so it ends here; a later Prepare votes NO.
+      std::string reason = fmt::format(
+          "transaction {} is unknown here but this is its Execute #{}: the earlier ones were "
+          "lost (the participant most likely restarted)",
+          txid, *sequence);
+      Finished f;
+      f.state = TxnState::kAborted;
+      f.code = ErrorCode::kAborted;
+      f.reason = reason;
+      Remember(txid, std::move(f));
+      return Error{ErrorCode::kAborted, std::move(reason), true};
+    }
     std::lock_guard<std::mutex> lock(txns_mu_);
     auto it = txns_.find(txid);
     if (it != txns_.end()) {
@@ -404,6 +419,28 @@ Result<std::vector<ResultSet>> ParticipantImpl::Execute(TxId txid,
   }
   if (txn->abort_requested.load()) {
     return AbortLocked(*txn, ErrorCode::kAborted, "aborted by request");
+  }
+  if (sequence) {
+    if (*sequence < txn->executes_seen) {
+      return Error{ErrorCode::kWrongState,
+                   fmt::format("Execute #{} of transaction {} already ran here: a duplicated "
+                               "request, ignored",
+                               *sequence, txid)};
+    }
+    if (*sequence > txn->executes_seen) {
+      return AbortLocked(
+          *txn, ErrorCode::kAborted,
+          fmt::format("Execute #{} arrived but #{} never did", *sequence, txn->executes_seen));
+    }
+  }
+  // Counted before validation: a request refused below still takes its number (the client
+  // counts every request that got an answer that did not abort the transaction).
+  ++txn->executes_seen;
+  if (statements.empty()) return Error{ErrorCode::kInvalidArgument, "no statements"};
+  if (statements.size() > options().max_statements_per_execute) {
+    return Error{ErrorCode::kTooLarge,
+                 fmt::format("{} statements in one Execute; at most {}", statements.size(),
+                             options().max_statements_per_execute)};
   }
   Touch(*txn);
   if (info != nullptr) {

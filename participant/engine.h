@@ -35,7 +35,8 @@ class ParticipantImpl final : public Participant {
   ~ParticipantImpl() override;
 
   Result<std::vector<ResultSet>> Execute(TxId txid, const std::vector<Statement>& statements,
-                                         const TxnInfo* info) override;
+                                         const TxnInfo* info,
+                                         std::optional<int32_t> sequence) override;
   Result<Vote> Prepare(TxId txid, const TxnInfo* info) override;
   Result<> Commit(TxId txid) override;
   Result<> Abort(TxId txid) override;

@@ -238,9 +238,14 @@ class Participant {
 
   // Runs `statements` in order inside transaction `txid`, which begins on its first Execute.
   // All or nothing per call. `info`, if given, replaces the recorded protocol/participants.
+  // `sequence`, if given, is the request's position among the transaction's Executes here
+  // (0, 1, 2, ...; see ExecuteRequest.sequence in thrift/participant.thrift): an unknown txid
+  // with a sequence above 0 is ABORTED (earlier Executes were lost), a sequence already seen
+  // is WRONG_STATE without effect (a duplicate), one past the next expected aborts.
   virtual Result<std::vector<ResultSet>> Execute(TxId txid,
                                                  const std::vector<Statement>& statements,
-                                                 const TxnInfo* info) = 0;
+                                                 const TxnInfo* info,
+                                                 std::optional<int32_t> sequence) = 0;
 
   // Votes. YES only after the prepared record is durable.
   virtual Result<Vote> Prepare(TxId txid, const TxnInfo* info) = 0;

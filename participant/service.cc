@@ -151,8 +151,9 @@ void ParticipantServiceHandler::Execute(api::ExecuteResponse& out,
   std::vector<Statement> statements = ValueOrThrow(FromApi(request.statements));
   std::optional<TxnInfo> info;
   if (request.__isset.info) info = ValueOrThrow(FromApi(request.info));
-  std::vector<ResultSet> results =
-      ValueOrThrow(participant_->Execute(request.txid, statements, info ? &*info : nullptr));
+  std::vector<ResultSet> results = ValueOrThrow(participant_->Execute(
+      request.txid, statements, info ? &*info : nullptr,
+      request.__isset.sequence ? std::optional<int32_t>(request.sequence) : std::nullopt));
   out.results.reserve(results.size());
   for (ResultSet& rs : results) {
     api::ResultSet r;

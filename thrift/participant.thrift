@@ -19,6 +19,18 @@ struct ExecuteRequest {
   // The protocol and participant list, once known. The last one given (here or at Prepare)
   // is the one recorded at prepare.
   3: optional common.TransactionInfo info
+  // The position of this request among the transaction's Executes at this participant: the
+  // client numbers every request it sends for the transaction there 0, 1, 2, ... It makes
+  // Executes exactly-once and stops a transaction from committing only part of its work:
+  // - a participant that does not know the txid refuses any number but 0 and aborts the
+  //   transaction (it lost the earlier Executes, e.g. in a restart);
+  // - a number already taken is a duplicated request: WRONG_STATE, no effect;
+  // - a number past the next expected one aborts the transaction (a request went missing).
+  // Every request that reaches the transaction takes its number, whatever its outcome; one
+  // refused before that (a malformed request: INVALID_ARGUMENT) may not, so the transaction
+  // then aborts at its next Execute, which is safe. When absent, the request is taken as the
+  // next one without a check (for callers that predate the field).
+  4: optional i32 sequence
 }
 
 struct ExecuteResponse {

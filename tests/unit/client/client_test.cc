@@ -722,6 +722,36 @@ TEST(ClientExecute, ErrorThatKeepsTheTransactionLetsItContinue) {
   EXPECT_TRUE(r->committed());
 }
 
+TEST(ClientExecute, NumbersEachParticipantsExecutesSoRestartsAndDuplicatesAreCaught) {
+  Cluster c;
+  std::atomic<int> calls{0};
+  c.a.handler().on_execute = [&](const api::ExecuteRequest& req, api::ExecuteResponse& out) {
+    if (calls.fetch_add(1) == 1) {
+      throw MakeTxError(api::ErrorCode::CONSTRAINT_VIOLATION, "UNIQUE constraint failed", false);
+    }
+    out.results.resize(req.statements.size());
+  };
+  c.b.handler().on_execute = [&](const api::ExecuteRequest& req, api::ExecuteResponse& out) {
+    out.results.resize(req.statements.size());
+  };
+  auto client = MakeClient({c.leader.endpoint()});
+  StatusOr<Transaction> t = client->Begin();
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE(t->Execute("a", "SELECT 1").ok());
+  EXPECT_FALSE(t->Execute("a", "INSERT INTO x VALUES (1)").ok());  // answered: still counted
+  ASSERT_TRUE(t->Execute("b", "SELECT 1").ok());
+  ASSERT_TRUE(t->Execute("a", "SELECT 2").ok());
+  std::lock_guard lock_a(c.a.handler().mu);
+  ASSERT_EQ(3u, c.a.handler().executes.size());
+  for (int32_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(c.a.handler().executes[i].__isset.sequence);
+    EXPECT_EQ(i, c.a.handler().executes[i].sequence);
+  }
+  std::lock_guard lock_b(c.b.handler().mu);
+  ASSERT_EQ(1u, c.b.handler().executes.size());
+  EXPECT_EQ(0, c.b.handler().executes[0].sequence);
+}
+
 TEST(ClientExecute, LostReplyAbortsTheTransactionInsteadOfGuessing) {
   Cluster c;
   CuttingProxy proxy(c.a.address());

@@ -75,7 +75,7 @@ class ParticipantTest : public ::testing::Test {
   }
 
   Result<std::vector<ResultSet>> Exec(TxId txid, std::vector<Statement> stmts) {
-    return p_->Execute(txid, stmts, nullptr);
+    return p_->Execute(txid, stmts, nullptr, std::nullopt);
   }
   Result<std::vector<ResultSet>> Exec(TxId txid, const std::string& sql,
                                       std::vector<Value> params = {}) {
@@ -561,7 +561,8 @@ TEST_F(ParticipantTest, PrepareVotesNoWhenTheChangesCannotCommit) {
 
 TEST_F(ParticipantTest, PreparedTransactionSurvivesARestartWithItsLocks) {
   TxnInfo info{Protocol::kTwoPhase, {{"p1", "127.0.0.1:1"}, {"p2", "127.0.0.1:2"}}};
-  auto r = p_->Execute(1, {Sql("UPDATE accounts SET balance = 0 WHERE id = 1")}, &info);
+  auto r =
+      p_->Execute(1, {Sql("UPDATE accounts SET balance = 0 WHERE id = 1")}, &info, std::nullopt);
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(Vote::Kind::kYes, MustPrepare(1));
   Reopen();
@@ -597,6 +598,51 @@ TEST_F(ParticipantTest, ActiveTransactionsDoNotSurviveARestart) {
   EXPECT_EQ(Vote::Kind::kNo, MustPrepare(1));
   MustExec(2, "UPDATE accounts SET balance = 2 WHERE id = 1");  // no lock left behind
   MustCommit(2);
+}
+
+// Regression: an agent restarted between two Executes of one transaction took the second as
+// the start of a fresh transaction, so the transaction could commit without its first Execute.
+TEST_F(ParticipantTest, ExecuteNumberedAfterLostExecutesAbortsTheTransaction) {
+  auto first =
+      p_->Execute(1, {Sql("UPDATE accounts SET balance = balance - 10 WHERE id = 1")}, nullptr, 0);
+  ASSERT_TRUE(first.ok()) << first.error().ToString();
+  Reopen();  // the active transaction, and its first Execute, are gone
+  auto second =
+      p_->Execute(1, {Sql("UPDATE accounts SET balance = balance + 10 WHERE id = 2")}, nullptr, 1);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(ErrorCode::kAborted, second.error().code);
+  EXPECT_TRUE(second.error().transaction_aborted);
+  EXPECT_EQ(Vote::Kind::kNo, MustPrepare(1));
+  EXPECT_EQ(Value(int64_t{100}), ReadDirect("SELECT balance FROM accounts WHERE id = 2"));
+}
+
+TEST_F(ParticipantTest, DuplicatedExecuteIsRefusedWithoutEffect) {
+  const Statement add = Sql("UPDATE accounts SET balance = balance + 10 WHERE id = 1");
+  ASSERT_TRUE(p_->Execute(1, {add}, nullptr, 0).ok());
+  auto duplicate = p_->Execute(1, {add}, nullptr, 0);
+  ASSERT_FALSE(duplicate.ok());
+  EXPECT_EQ(ErrorCode::kWrongState, duplicate.error().code);
+  EXPECT_FALSE(duplicate.error().transaction_aborted);
+  ASSERT_TRUE(p_->Execute(1, {add}, nullptr, 1).ok());
+  MustCommit(1);
+  EXPECT_EQ(Value(int64_t{120}), ReadDirect("SELECT balance FROM accounts WHERE id = 1"));
+}
+
+TEST_F(ParticipantTest, MissingExecuteAbortsTheTransaction) {
+  ASSERT_TRUE(
+      p_->Execute(1, {Sql("UPDATE accounts SET balance = 1 WHERE id = 1")}, nullptr, 0).ok());
+  auto gap = p_->Execute(1, {Sql("UPDATE accounts SET balance = 3 WHERE id = 3")}, nullptr, 2);
+  ASSERT_FALSE(gap.ok());
+  EXPECT_TRUE(gap.error().transaction_aborted);
+  EXPECT_EQ(Vote::Kind::kNo, MustPrepare(1));
+}
+
+TEST_F(ParticipantTest, FailedExecuteStillTakesItsNumber) {
+  ASSERT_FALSE(p_->Execute(1, {Sql("SELEC nonsense")}, nullptr, 0).ok());
+  ASSERT_TRUE(
+      p_->Execute(1, {Sql("UPDATE accounts SET balance = 5 WHERE id = 1")}, nullptr, 1).ok());
+  MustCommit(1);
+  EXPECT_EQ(Value(int64_t{5}), ReadDirect("SELECT balance FROM accounts WHERE id = 1"));
 }
 
 TEST_F(ParticipantTest, ASecondAgentOnTheSameDatabaseIsRefused) {

@@ -57,7 +57,7 @@ class ResolverTest : public ::testing::Test {
   }
   void Prepare(TxId txid) {
     std::vector<Statement> s = {{"UPDATE t SET v = v + 1 WHERE id = ?", {txid}, {}}};
-    ASSERT_TRUE(p_->Execute(txid, s, nullptr).ok());
+    ASSERT_TRUE(p_->Execute(txid, s, nullptr, std::nullopt).ok());
     Result<Vote> v = p_->Prepare(txid, nullptr);
     ASSERT_TRUE(v.ok() && v.value().kind == Vote::Kind::kYes);
   }
