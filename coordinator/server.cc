@@ -5,6 +5,7 @@
 #include <thrift/TProcessor.h>
 #include <thrift/processor/TMultiplexedProcessor.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <mutex>
@@ -423,6 +424,15 @@ Status CoordinatorServer::Impl::Init() {
   so.name = fmt::format("txcoord-{}", options_.id);
   so.listen = options_.listen;
   so.max_connections = options_.max_connections;
+  // Slots above the cap for the Raft peers, so that clients holding every ordinary slot cannot
+  // keep the replicas from reaching each other (rpc/server.h). Each other replica dials this one
+  // with a pool of n.client.max_connections; room for a five-replica group, so a membership
+  // change that grows the group still finds slots.
+  so.reserved_connections =
+      n.client.max_connections * static_cast<int>(std::max<size_t>(options_.peers.size(), 5) - 1);
+  so.may_use_reserved = [](const std::string& message_name) {
+    return message_name.starts_with("raft:");
+  };
   so.max_message_bytes = options_.max_message_bytes;
   TX_ASSIGN_OR_RETURN(server_, rpc::RpcServer::Start(mux, so));
   address_ = server_->address();

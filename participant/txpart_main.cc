@@ -160,6 +160,16 @@ int main(int argc, char** argv) {
   server_options.listen = *listen_at;
   server_options.max_message_bytes = max_request_bytes;
   server_options.max_connections = max_connections;
+  // Slots above the cap for the protocol's own calls (rpc/server.h): the coordinator's Prepare,
+  // Commit and Abort, other participants' Status (termination), operators' reads. Only
+  // applications call Execute, so clients holding every ordinary slot cannot hold up the
+  // outcome of transactions already prepared. 32: a few dozen connections keep the leader's
+  // prepares and phase two moving (past them its calls wait in the backlog and time out, as any
+  // caller's do under overload), with room left for peers and txctl.
+  server_options.reserved_connections = 32;
+  server_options.may_use_reserved = [](const std::string& message_name) {
+    return message_name != "Execute";
+  };
   tx::StatusOr<std::unique_ptr<tx::rpc::RpcServer>> server = tx::rpc::RpcServer::Start(
       std::make_shared<tx::api::ParticipantServiceProcessor>(handler), server_options);
   if (!server.ok()) return Fail("listen on " + listen, server.status());

@@ -3,10 +3,12 @@
 #include <spdlog/spdlog.h>
 #include <thrift/TConfiguration.h>
 #include <thrift/TProcessor.h>
+#include <thrift/processor/TMultiplexedProcessor.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/server/TThreadedServer.h>
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TServerSocket.h>
+#include <thrift/transport/TSocket.h>
 #include <thrift/transport/TTransportException.h>
 
 #include <future>
@@ -17,15 +19,42 @@
 namespace tx::rpc {
 
 using apache::thrift::TConfiguration;
+using apache::thrift::TProcessor;
+using apache::thrift::protocol::StoredMessageProtocol;
+using apache::thrift::protocol::TMessageType;
 using apache::thrift::protocol::TProtocol;
 using apache::thrift::server::TServerEventHandler;
 using apache::thrift::server::TThreadedServer;
 using apache::thrift::transport::TServerSocket;
+using apache::thrift::transport::TSocket;
 using apache::thrift::transport::TTransport;
 
-// Learns when serve() is listening (or failed to) and counts connections.
+namespace {
+
+// One per connection, made by EventHandler::createContext on the connection's thread and handed
+// by Thrift to every process() and processContext() call of that connection (so only that thread
+// touches it) until deleteContext.
+struct ConnectionContext {
+  // Accepted while max_connections were open: only may_use_reserved() calls are served.
+  bool on_reserved_slot = false;
+  // A may_use_reserved() call was served; the connection gets idle_timeout back.
+  bool admitted = false;
+  bool idle_timeout_restored = false;
+};
+
+}  // namespace
+
+// Learns when serve() is listening (or failed to) and counts connections; marks the connections
+// accepted above max_connections and gives them the admission timeout.
 class RpcServer::EventHandler final : public TServerEventHandler {
  public:
+  explicit EventHandler(const RpcServerOptions& options)
+      : max_connections_(options.max_connections),
+        reserved_connections_(options.reserved_connections),
+        idle_timeout_ms_(static_cast<int>(options.idle_timeout.count())),
+        admission_timeout_ms_(static_cast<int>(
+            std::min(options.idle_timeout, options.reserved_admission_timeout).count())) {}
+
   // The first call wins: "" once listening, else why serve() could not listen. Returns whether
   // this call was the first.
   bool SignalStarted(const std::string& error) {
@@ -43,19 +72,99 @@ class RpcServer::EventHandler final : public TServerEventHandler {
   void* createContext(std::shared_ptr<TProtocol> /*input*/,
                       std::shared_ptr<TProtocol> /*output*/) override {
     accepted_.fetch_add(1, std::memory_order_relaxed);
-    return nullptr;
+    const int64_t open = open_.fetch_add(1, std::memory_order_relaxed) + 1;
+    auto* context = new ConnectionContext();
+    context->on_reserved_slot = reserved_connections_ > 0 && open > max_connections_;
+    return context;
+  }
+  void deleteContext(void* context, std::shared_ptr<TProtocol> /*input*/,
+                     std::shared_ptr<TProtocol> /*output*/) override {
+    open_.fetch_sub(1, std::memory_order_relaxed);
+    delete static_cast<ConnectionContext*>(context);
+  }
+  // Called before each request is read, with the connection's socket.
+  void processContext(void* context, std::shared_ptr<TTransport> transport) override {
+    auto* c = static_cast<ConnectionContext*>(context);
+    if (c == nullptr || !c->on_reserved_slot || c->idle_timeout_restored) return;
+    auto* socket = dynamic_cast<TSocket*>(transport.get());
+    if (socket == nullptr) return;
+    if (!c->admitted) {
+      socket->setRecvTimeout(admission_timeout_ms_);
+    } else {
+      socket->setRecvTimeout(idle_timeout_ms_);
+      c->idle_timeout_restored = true;
+    }
   }
 
  private:
+  const int64_t max_connections_;
+  const int reserved_connections_;
+  const int idle_timeout_ms_;
+  const int admission_timeout_ms_;
   std::once_flag started_once_;
   std::promise<std::string> started_;
   std::atomic<uint64_t> accepted_{0};
+  std::atomic<int64_t> open_{0};  // between createContext and deleteContext
+};
+
+// Serves every call of an ordinary connection; on a reserved slot (see server.h) reads the
+// message name first and closes the connection unless may_use_reserved() allows the call, then
+// replays the name to the real processor. Stateless apart from counters: shared by all
+// connection threads.
+class RpcServer::AdmissionProcessor final : public TProcessor {
+ public:
+  AdmissionProcessor(std::shared_ptr<TProcessor> inner, const RpcServerOptions& options)
+      : inner_(std::move(inner)),
+        may_use_reserved_(options.may_use_reserved),
+        name_(options.name),
+        max_connections_(options.max_connections),
+        reserved_connections_(options.reserved_connections) {}
+
+  bool process(std::shared_ptr<TProtocol> in, std::shared_ptr<TProtocol> out,
+               void* connection_context) override {
+    auto* c = static_cast<ConnectionContext*>(connection_context);
+    if (c == nullptr || !c->on_reserved_slot) return inner_->process(in, out, connection_context);
+    std::string name;
+    TMessageType type;
+    int32_t seqid = 0;
+    in->readMessageBegin(name, type, seqid);
+    if (!may_use_reserved_(name)) {
+      // No reply: the request is left unread, and a client is better served by seeing the
+      // connection break (Unavailable, retried with back-off) than by an application error.
+      const uint64_t n = refused_.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (n == 1 || n % 1000 == 0) {
+        spdlog::warn(
+            "{} server: {} connection(s) refused at the cap of {} (the {} slots above it are "
+            "kept for peers; this one called {})",
+            name_, n, max_connections_, reserved_connections_, name.substr(0, 64));
+      }
+      return false;
+    }
+    c->admitted = true;
+    return inner_->process(std::make_shared<StoredMessageProtocol>(in, name, type, seqid), out,
+                           connection_context);
+  }
+
+  uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+
+ private:
+  const std::shared_ptr<TProcessor> inner_;
+  const std::function<bool(const std::string&)> may_use_reserved_;
+  const std::string name_;
+  const int max_connections_;
+  const int reserved_connections_;
+  std::atomic<uint64_t> refused_{0};
 };
 
 StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
     std::shared_ptr<apache::thrift::TProcessor> processor, const RpcServerOptions& options) {
   TX_CHECK(processor != nullptr);
   TX_CHECK(options.max_connections > 0, "max_connections {}", options.max_connections);
+  TX_CHECK(options.reserved_connections >= 0, "reserved_connections {}",
+           options.reserved_connections);
+  TX_CHECK(options.reserved_connections == 0 || options.may_use_reserved != nullptr,
+           "{} server: reserved_connections {} without may_use_reserved", options.name,
+           options.reserved_connections);
   RouteThriftLoggingToSpdlog();
 
   auto socket = std::make_shared<TServerSocket>(options.listen.host, options.listen.port);
@@ -65,14 +174,16 @@ StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   socket->setInterruptableChildren(true);
 
   std::shared_ptr<TConfiguration> config = MakeThriftConfiguration(options.max_message_bytes);
+  auto admission = std::make_shared<AdmissionProcessor>(std::move(processor), options);
   auto server = std::make_shared<TThreadedServer>(
-      std::move(processor), socket, std::make_shared<BoundedFramedTransportFactory>(config),
+      admission, socket, std::make_shared<BoundedFramedTransportFactory>(config),
       MakeBinaryProtocolFactory(options.max_message_bytes));
-  server->setConcurrentClientLimit(options.max_connections);
+  server->setConcurrentClientLimit(options.max_connections + options.reserved_connections);
 
   std::unique_ptr<RpcServer> self(new RpcServer());
   self->name_ = options.name;
-  self->events_ = std::make_shared<EventHandler>();
+  self->events_ = std::make_shared<EventHandler>(options);
+  self->admission_ = admission;
   self->server_ = server;
   server->setServerEventHandler(self->events_);
 
@@ -110,5 +221,7 @@ void RpcServer::Stop() {
 uint64_t RpcServer::accepted_connections() const { return events_->accepted(); }
 
 int64_t RpcServer::open_connections() const { return server_->getConcurrentClientCount(); }
+
+uint64_t RpcServer::refused_connections() const { return admission_->refused(); }
 
 }  // namespace tx::rpc

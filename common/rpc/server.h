@@ -14,6 +14,19 @@
 // backlog and their calls time out at the client; nothing grows without bound. A connection idle
 // for idle_timeout is closed, so abandoned connections give their thread back.
 //
+// Reserved connections. A cap shared by everyone lets clients lock a server's peers out: idle
+// pooled client connections at the cap kept txcoord's Raft peers from connecting to each other,
+// so no leader could be elected until the clients left (tests/chaos/connection_cap_test.cc).
+// As PostgreSQL does for superuser_reserved_connections, the server therefore accepts
+// reserved_connections more than max_connections, and a connection accepted while
+// max_connections are already open may only make calls that may_use_reserved() allows (a peer's
+// protocol calls, e.g. "raft:AppendEntries"): its first other call closes it without a reply
+// (the client sees the connection break, i.e. Unavailable, and retries later as under any
+// overload), which frees the slot at once. Until its first call is accepted such a connection
+// has reserved_admission_timeout rather than idle_timeout to send it, so connections that never
+// send a whole request cannot sit on the reserved slots either. Peers are told apart by what they
+// call, not by address, because replicas share hosts with clients (and, in tests, 127.0.0.1).
+//
 // Every server runs one request at a time per connection (Thrift's model); concurrency comes
 // from several connections, so the handler behind the processor is called from many threads at
 // once and must be thread-safe. An exception a handler throws that the IDL does not declare is
@@ -26,6 +39,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -59,6 +73,15 @@ struct RpcServerOptions {
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   // A reply the client does not read within this long fails and closes the connection.
   std::chrono::milliseconds send_timeout{std::chrono::seconds(10)};
+  // Connections kept for peers above max_connections (see the header comment); 0: none. The
+  // owner sizes it to what its peers open at most (a Raft peer: its pool per peer).
+  int reserved_connections = 0;
+  // Which calls a connection on a reserved slot may make, by Thrift message name (with a
+  // TMultiplexedProcessor, "service:method"). Required when reserved_connections > 0. Called
+  // from the connection threads concurrently.
+  std::function<bool(const std::string& message_name)> may_use_reserved;
+  // How long a connection on a reserved slot has to send its first call.
+  std::chrono::milliseconds reserved_admission_timeout{std::chrono::seconds(5)};
 };
 
 class RpcServer {
@@ -83,12 +106,17 @@ class RpcServer {
   uint64_t accepted_connections() const;
   // Connections open now.
   int64_t open_connections() const;
+  // Connections on reserved slots closed because their call was not one may_use_reserved()
+  // allows.
+  uint64_t refused_connections() const;
 
  private:
   class EventHandler;
+  class AdmissionProcessor;
   RpcServer() = default;
 
   std::shared_ptr<EventHandler> events_;
+  std::shared_ptr<AdmissionProcessor> admission_;                    // constant after Start()
   std::shared_ptr<apache::thrift::server::TThreadedServer> server_;  // constant after Start()
   HostPort address_;                                                 // constant after Start()
   std::string name_;                                                 // constant after Start()

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "CoordinatorService.h"
+#include "ParticipantService.h"
 #include "common/rpc/transport.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
@@ -61,10 +62,9 @@ class Connection {
 // clients can lock the replicas out of each other: after a leader dies, the survivors cannot
 // reach each other to elect a new one.
 //
-// Disabled until txcoord keeps connections for its peers (for example Raft on a listener of
-// its own, or slots reserved for peers): it fails today. Run it with
-// --gtest_also_run_disabled_tests.
-TEST(CoordinatorConnectionCap, DISABLED_IdleClientConnectionsDoNotLockRaftPeersOut) {
+// Fixed by slots above the cap that only Raft calls may use (rpc::RpcServerOptions::
+// reserved_connections; coordinator/server.cc).
+TEST(CoordinatorConnectionCap, IdleClientConnectionsDoNotLockRaftPeersOut) {
   testing::TempDir dir;
   ClusterSpec spec;
   spec.bin_dir = testing::BinaryDir();
@@ -124,6 +124,67 @@ TEST(CoordinatorConnectionCap, DISABLED_IdleClientConnectionsDoNotLockRaftPeersO
                           "connection slots; "
                        << a << " about " << b << ":\n"
                        << fmt::format("{}", fmt::join(about_b, "\n"));
+}
+
+// The same lock-out at a participant: applications' idle pooled connections (Execute) at
+// txpart's --max-connections would keep out the calls the protocol needs to finish prepared
+// transactions (the coordinator's Prepare, Commit and Abort, other participants' Status).
+// txpart keeps slots above the cap for every call but Execute.
+TEST(ParticipantConnectionCap, IdleClientConnectionsDoNotLockProtocolCallsOut) {
+  testing::TempDir dir;
+  ClusterSpec spec;
+  spec.bin_dir = testing::BinaryDir();
+  spec.work_dir = dir.path() + "/cluster";
+  spec.replicas = 3;
+  spec.participants = 1;
+  spec.txcoord_flags = {"--log-level", "warn"};
+  spec.txpart_flags = {"--max-connections", "4", "--log-level", "warn"};
+  LocalCluster cluster(spec);
+  ASSERT_TRUE(cluster.Plan().ok());
+  ASSERT_TRUE(cluster.Start().ok());
+  const HostPort p1 = cluster.Info("p1").address;
+
+  using Client = api::ParticipantServiceClient;
+  auto open = [&] {
+    auto socket = std::make_shared<apache::thrift::transport::TSocket>(
+        p1.host, p1.port, rpc::MakeThriftConfiguration(1 << 20));
+    socket->setRecvTimeout(2000);
+    auto protocol = rpc::MakeClientProtocol(socket, 1 << 20);
+    protocol->getTransport()->open();
+    return std::make_unique<Client>(protocol);
+  };
+  // An Execute for a transaction the participant does not know is answered with a TxError:
+  // the connection was served and stays open, idle, like a pooled application connection.
+  auto execute = [](Client& c) {
+    api::ExecuteRequest request;
+    request.txid = 123456789;
+    api::ExecuteResponse response;
+    try {
+      c.Execute(response, request);
+    } catch (const api::TxError&) {
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+    return true;
+  };
+  std::vector<std::unique_ptr<Client>> idle;
+  bool refused = false;
+  for (int i = 0; i < 16 && !refused; ++i) {
+    idle.push_back(open());
+    refused = !execute(*idle.back());
+  }
+  ASSERT_TRUE(refused) << "p1 still serves Execute on 16 connections with --max-connections 4";
+
+  // A protocol call on a new connection is still served.
+  std::unique_ptr<Client> peer = open();
+  api::GetInfoResponse info;
+  api::TransactionStatus status;
+  EXPECT_NO_THROW(peer->GetInfo(info, api::GetInfoRequest()));
+  EXPECT_EQ("p1", info.name);
+  api::StatusRequest status_request;
+  status_request.txid = 42;
+  EXPECT_NO_THROW(peer->Status(status, status_request));
 }
 
 }  // namespace

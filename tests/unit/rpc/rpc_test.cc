@@ -381,6 +381,81 @@ TEST_F(RpcTest, ServerConnectionCapMakesExtraClientsTimeOutNotCrash) {
   EXPECT_TRUE(PollUntil([&] { return Echo(second, "room now").ok(); }));
 }
 
+// Regression (found by txchaos's overload scenario): idle pooled client connections at the cap
+// locked a server's peers out (txcoord's Raft peers could not reach each other to elect a
+// leader). Slots above the cap serve only the calls the owner keeps them for ("Echo" here).
+TEST_F(RpcTest, IdleClientConnectionsAtTheCapDoNotLockPeersOut) {
+  RpcServerOptions server_options;
+  server_options.max_connections = 1;
+  server_options.reserved_connections = 1;
+  server_options.may_use_reserved = [](const std::string& name) { return name == "Echo"; };
+  auto server = StartServer(0, server_options);
+  ClientPool<EchoClient> client(server->address());
+  ASSERT_TRUE(client
+                  .Call([](EchoClient& c) {
+                    std::string reply;
+                    c.Blob(reply, 1);
+                  })
+                  .ok());  // holds the only ordinary slot, idle in the pool
+
+  // Another client lands on the reserved slot: its call is not one kept for peers, so the
+  // connection is closed (Unavailable: retried later like any overload) and the slot freed.
+  RpcClientOptions options;
+  options.recv_timeout = 5s;
+  ClientPool<EchoClient> other_client(server->address(), options);
+  bool maybe_sent = false;
+  Status s = other_client.Call(
+      [](EchoClient& c) {
+        std::string reply;
+        c.Blob(reply, 1);
+      },
+      &maybe_sent);
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  EXPECT_EQ(1u, server->refused_connections());
+
+  // The peer gets the reserved slot, and keeps its connection between calls.
+  ClientPool<EchoClient> peer(server->address(), options);
+  EXPECT_TRUE(Echo(peer, "peer call").ok());
+  EXPECT_TRUE(Echo(peer, "another").ok());
+  EXPECT_EQ(1u, peer.connects());
+  EXPECT_EQ(1u, server->refused_connections());
+
+  // Both slots taken: beyond them connections wait in the backlog, as without reserved slots.
+  options.recv_timeout = 200ms;
+  ClientPool<EchoClient> second_peer(server->address(), options);
+  s = Echo(second_peer, "no room");
+  EXPECT_TRUE(s.IsTimedOut()) << s.ToString();
+  EXPECT_EQ(2, server->open_connections());
+}
+
+TEST_F(RpcTest, ReservedSlotIsNotHeldByAConnectionThatNeverSendsARequest) {
+  RpcServerOptions server_options;
+  server_options.max_connections = 1;
+  server_options.reserved_connections = 1;
+  server_options.may_use_reserved = [](const std::string& name) { return name == "Echo"; };
+  server_options.reserved_admission_timeout = 200ms;
+  server_options.idle_timeout = 30s;
+  auto server = StartServer(0, server_options);
+  ClientPool<EchoClient> client(server->address());
+  ASSERT_TRUE(Echo(client, "holding the ordinary slot").ok());
+
+  int fd = RawConnect(server->address().port);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(2, ::send(fd, "\x00\x00", 2, MSG_NOSIGNAL));  // half a frame header, then nothing
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(ServerCloses(fd));  // within its 10 s receive timeout, not the 30 s idle timeout
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 150ms);
+  ::close(fd);
+
+  // An admitted peer gets the ordinary idle timeout back: idle past the admission timeout, it
+  // keeps its connection.
+  ClientPool<EchoClient> peer(server->address());
+  ASSERT_TRUE(Echo(peer, "peer").ok());
+  std::this_thread::sleep_for(400ms);  // longer than the admission timeout, on purpose
+  EXPECT_TRUE(Echo(peer, "still connected").ok());
+  EXPECT_EQ(1u, peer.connects());
+}
+
 TEST_F(RpcTest, StopReturnsWhileClientsHoldIdleConnections) {
   auto server = StartServer();
   ClientPool<EchoClient> pool(server->address());
