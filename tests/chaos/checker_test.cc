@@ -224,5 +224,65 @@ TEST(ReadParticipant, ReportsAFileThatIsNotADatabase) {
   EXPECT_FALSE(ReadParticipant("p1", dir.path() + "/missing.db").ok());
 }
 
+// A series of one sample a second over [0, 200 s): rss(t) and disk(t) in MiB.
+template <typename Rss, typename Disk>
+std::vector<ResourceSample> Series(Rss rss, Disk disk) {
+  std::vector<ResourceSample> out;
+  for (int64_t t = 0; t < 200'000; t += 1000) {
+    out.push_back(
+        {t, static_cast<uint64_t>(rss(t) * (1 << 20)), static_cast<uint64_t>(disk(t) * (1 << 20))});
+  }
+  return out;
+}
+
+GrowthBounds Windows() {
+  GrowthBounds g;
+  g.early_from_ms = 50'000;
+  g.early_to_ms = 100'000;
+  g.late_from_ms = 150'000;
+  return g;
+}
+
+TEST(CheckNoGrowth, HoldsForProcessesThatLevelOffAfterWarmUpOrRestart) {
+  std::map<std::string, std::vector<ResourceSample>> by_node;
+  // Warm-up, then flat with noise; a WAL that grows and is compacted in a saw-tooth.
+  by_node["c1"] = Series([](int64_t t) { return t < 20'000 ? t / 1000.0 : 40.0 + t % 3000 / 1000; },
+                         [](int64_t t) { return 5.0 + (t % 30'000) / 3000.0; });
+  // Killed at 120 s (nothing sampled while down) and restarted lower.
+  by_node["p1"] = Series([](int64_t t) { return t < 120'000   ? 60.0
+                                                : t < 125'000 ? 0.0
+                                                              : 30.0; },
+                         [](int64_t) { return 4.0; });
+  CheckResult r = CheckNoGrowth(by_node, Windows());
+  EXPECT_TRUE(r.ok) << r.detail;
+  EXPECT_NE(std::string::npos, r.detail.find("c1 rss")) << r.detail;
+}
+
+TEST(CheckNoGrowth, CatchesMemoryThatKeepsGrowingWithTheRun) {
+  std::map<std::string, std::vector<ResourceSample>> by_node;
+  by_node["c1"] = Series([](int64_t) { return 40.0; }, [](int64_t) { return 5.0; });
+  by_node["c2"] = Series([](int64_t t) { return 20.0 + t / 1000.0; },  // 1 MiB a second
+                         [](int64_t) { return 5.0; });
+  CheckResult r = CheckNoGrowth(by_node, Windows());
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string::npos, r.detail.find("c2 memory grew")) << r.detail;
+  EXPECT_EQ(std::string::npos, r.detail.find("c1")) << r.detail;
+}
+
+TEST(CheckNoGrowth, CatchesALogThatIsNeverCompacted) {
+  std::map<std::string, std::vector<ResourceSample>> by_node;
+  by_node["c3"] = Series([](int64_t) { return 40.0; },
+                         [](int64_t t) { return t / 500.0; });  // 2 MiB a second, never cut
+  CheckResult r = CheckNoGrowth(by_node, Windows());
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string::npos, r.detail.find("c3 disk grew")) << r.detail;
+}
+
+TEST(CheckNoGrowth, FailsWhenNothingWasSampledInBothWindows) {
+  std::map<std::string, std::vector<ResourceSample>> by_node;
+  by_node["c1"] = {{1000, 1 << 20, 1 << 20}};
+  EXPECT_FALSE(CheckNoGrowth(by_node, Windows()).ok);
+}
+
 }  // namespace
 }  // namespace tx::chaos

@@ -253,4 +253,47 @@ CheckResult CheckNothingPrepared(const std::vector<ParticipantData>& data) {
                   "no participant holds a prepared transaction");
 }
 
+CheckResult CheckNoGrowth(const std::map<std::string, std::vector<ResourceSample>>& by_node,
+                          const GrowthBounds& bounds) {
+  constexpr double kMiB = 1 << 20;
+  std::vector<std::string> grew, figures;
+  int checked = 0;
+  for (const auto& [node, samples] : by_node) {
+    uint64_t early_rss = 0, early_disk = 0, late_rss = 0, late_disk = 0;
+    bool early = false, late = false;
+    for (const ResourceSample& s : samples) {
+      if (s.t_ms >= bounds.early_from_ms && s.t_ms < bounds.early_to_ms) {
+        early = true;
+        early_rss = std::max(early_rss, s.rss_bytes);
+        early_disk = std::max(early_disk, s.disk_bytes);
+      } else if (s.t_ms >= bounds.late_from_ms) {
+        late = true;
+        late_rss = std::max(late_rss, s.rss_bytes);
+        late_disk = std::max(late_disk, s.disk_bytes);
+      }
+    }
+    if (!early || !late) continue;
+    ++checked;
+    figures.push_back(fmt::format("{} rss {:.0f}->{:.0f} MiB disk {:.1f}->{:.1f} MiB", node,
+                                  early_rss / kMiB, late_rss / kMiB, early_disk / kMiB,
+                                  late_disk / kMiB));
+    if (late_rss > early_rss + early_rss / 2 + bounds.slack_rss_bytes) {
+      grew.push_back(fmt::format("{} memory grew from {:.0f} MiB to {:.0f} MiB", node,
+                                 early_rss / kMiB, late_rss / kMiB));
+    }
+    if (late_disk > early_disk + early_disk / 2 + bounds.slack_disk_bytes) {
+      grew.push_back(fmt::format("{} disk grew from {:.1f} MiB to {:.1f} MiB", node,
+                                 early_disk / kMiB, late_disk / kMiB));
+    }
+  }
+  if (!grew.empty()) {
+    return {"resources.no_growth", false, fmt::format("{}", fmt::join(grew, "; "))};
+  }
+  return {"resources.no_growth", checked > 0,
+          checked == 0 ? std::string("no process sampled in both windows")
+                       : fmt::format("peaks from [{:.0f}s, {:.0f}s) to [{:.0f}s, end): {}",
+                                     bounds.early_from_ms / 1000.0, bounds.early_to_ms / 1000.0,
+                                     bounds.late_from_ms / 1000.0, fmt::join(figures, ", "))};
+}
+
 }  // namespace tx::chaos

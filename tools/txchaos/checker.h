@@ -65,4 +65,26 @@ std::vector<CheckResult> CheckOutcomes(const std::vector<ParticipantData>& data,
 // No participant holds a prepared transaction.
 CheckResult CheckNothingPrepared(const std::vector<ParticipantData>& data);
 
+// One process's resources at one moment of a run (txchaos samples every second).
+struct ResourceSample {
+  int64_t t_ms = 0;         // since the run's start
+  uint64_t rss_bytes = 0;   // 0 while the process is down
+  uint64_t disk_bytes = 0;  // what the check watches: a replica's data directory (Raft WAL and
+                            // snapshots), a participant's SQLite -wal file
+};
+
+// Growth between the middle and the end of a long run, per process: the highest sample in
+// [late_from_ms, end) against the highest in [early_from_ms, early_to_ms). A leak or a log that
+// is never compacted keeps growing with the transactions run; a working process levels off
+// after warm-up. Allowed: 1.5 times the early peak plus slack_rss_bytes (memory) or
+// slack_disk_bytes (disk), so that caches filling and a snapshot taken late do not count.
+// A process with no sample in either window is skipped.
+struct GrowthBounds {
+  int64_t early_from_ms = 0, early_to_ms = 0, late_from_ms = 0;
+  uint64_t slack_rss_bytes = 32 << 20;
+  uint64_t slack_disk_bytes = 32 << 20;
+};
+CheckResult CheckNoGrowth(const std::map<std::string, std::vector<ResourceSample>>& by_node,
+                          const GrowthBounds& bounds);
+
 }  // namespace tx::chaos

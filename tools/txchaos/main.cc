@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <map>
@@ -187,6 +188,8 @@ int main(int argc, char** argv) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::minutes(minutes);
   std::vector<std::string> failures;
   uint64_t runs = 0, transactions = 0, faults = 0;
+  std::vector<int64_t> failover_ms;
+  RunReport peaks;  // the highest of each run's peaks
   std::map<std::string, std::map<std::string, uint64_t>> coverage;
   for (size_t i = 0; std::chrono::steady_clock::now() < end; ++i, ++seed) {
     RunOptions o = soak_options;
@@ -196,6 +199,14 @@ int main(int argc, char** argv) {
     ++runs;
     transactions += r.transactions;
     faults += r.faults;
+    failover_ms.insert(failover_ms.end(), r.failover_ms.begin(), r.failover_ms.end());
+    peaks.peak_coordinator_rss_bytes =
+        std::max(peaks.peak_coordinator_rss_bytes, r.peak_coordinator_rss_bytes);
+    peaks.peak_participant_rss_bytes =
+        std::max(peaks.peak_participant_rss_bytes, r.peak_participant_rss_bytes);
+    peaks.peak_coordinator_disk_bytes =
+        std::max(peaks.peak_coordinator_disk_bytes, r.peak_coordinator_disk_bytes);
+    peaks.peak_sqlite_wal_bytes = std::max(peaks.peak_sqlite_wal_bytes, r.peak_sqlite_wal_bytes);
     for (const auto& [fault, phases] : r.coverage) {
       for (const auto& [phase, n] : phases) coverage[fault][phase] += n;
     }
@@ -209,6 +220,19 @@ int main(int argc, char** argv) {
   std::printf("txchaos soak: %llu runs, %llu transactions, %llu faults, %zu failed\n",
               static_cast<unsigned long long>(runs), static_cast<unsigned long long>(transactions),
               static_cast<unsigned long long>(faults), failures.size());
+  if (!failover_ms.empty()) {
+    std::sort(failover_ms.begin(), failover_ms.end());
+    std::printf(
+        "failover (leader killed -> first commit): %zu samples, median %lld ms, max %lld ms\n",
+        failover_ms.size(), static_cast<long long>(failover_ms[failover_ms.size() / 2]),
+        static_cast<long long>(failover_ms.back()));
+  }
+  constexpr double kMiB = 1 << 20;
+  std::printf(
+      "peaks over all runs: replica memory %.0f MiB, participant memory %.0f MiB, replica data "
+      "directory %.1f MiB, participant SQLite -wal %.1f MiB\n",
+      peaks.peak_coordinator_rss_bytes / kMiB, peaks.peak_participant_rss_bytes / kMiB,
+      peaks.peak_coordinator_disk_bytes / kMiB, peaks.peak_sqlite_wal_bytes / kMiB);
   std::printf(
       "faults by the protocol phase they struck (transactions in that phase at the "
       "moment; crash points by name):\n");

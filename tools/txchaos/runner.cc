@@ -182,6 +182,10 @@ class Monitor {
     std::lock_guard<std::mutex> lock(mu_);
     return max_rss_;
   }
+  std::map<std::string, std::vector<ResourceSample>> samples() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return samples_;
+  }
   // failpoint -> crashes it caused.
   std::map<std::string, uint64_t> crashes_by_failpoint() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -237,9 +241,15 @@ class Monitor {
     for (const std::string& node : cluster_->Nodes()) {
       const uint64_t rss = cluster_->RssBytes(node);
       const uint64_t disk = cluster_->DiskBytes(node);
+      // What can grow without bound if compaction or checkpointing stalls: a replica's Raft
+      // log and snapshots, a participant's SQLite -wal (its database grows with the ledger).
+      const uint64_t watched = cluster_->Info(node).kind == NodeKind::kCoordinator
+                                   ? disk
+                                   : cluster_->SqliteWalBytes(node);
       {
         std::lock_guard<std::mutex> lock(mu_);
         max_rss_[node] = std::max(max_rss_[node], rss);
+        samples_[node].push_back(ResourceSample{now, rss, watched});
       }
       parts.push_back(fmt::format("{}:{{\"rss_mb\":{:.1f},\"disk_mb\":{:.1f}}}", JsonString(node),
                                   static_cast<double>(rss) / kMiB,
@@ -261,6 +271,9 @@ class Monitor {
   uint64_t crashes_ = 0;                          // GUARDED_BY(mu_)
   std::map<std::string, uint64_t> max_rss_;       // GUARDED_BY(mu_)
   std::map<std::string, uint64_t> by_failpoint_;  // GUARDED_BY(mu_)
+  // GUARDED_BY(mu_). One per process per second: 24 bytes each, 700 KB for eight processes
+  // over a 60-minute run, so the run's length bounds it.
+  std::map<std::string, std::vector<ResourceSample>> samples_;
 };
 
 std::string MakeRunDir(const RunOptions& o) {
@@ -299,6 +312,13 @@ std::string RunReport::Summary() const {
         "{} ms\n",
         sorted.size(), sorted[sorted.size() / 2], sorted.back());
   }
+  out += fmt::format(
+      "  peaks: replica memory {:.0f} MiB, participant memory {:.0f} MiB, replica data "
+      "directory {:.1f} MiB, participant SQLite -wal {:.1f} MiB\n",
+      static_cast<double>(peak_coordinator_rss_bytes) / kMiB,
+      static_cast<double>(peak_participant_rss_bytes) / kMiB,
+      static_cast<double>(peak_coordinator_disk_bytes) / kMiB,
+      static_cast<double>(peak_sqlite_wal_bytes) / kMiB);
   for (const auto& [fault, phases] : coverage) {
     std::vector<std::string> items;
     for (const auto& [phase, n] : phases) items.push_back(fmt::format("{} {}", phase, n));
@@ -604,6 +624,7 @@ RunReport RunScenario(const RunOptions& o) {
   std::string resources;
   monitor.Stop();
   const std::map<std::string, uint64_t> max_rss = monitor.max_rss();
+  std::map<std::string, std::vector<ResourceSample>> samples = monitor.samples();
   for (const std::string& node : cluster.Nodes()) {
     NodeInfo info = cluster.Info(node);
     const uint64_t rss =
@@ -614,6 +635,16 @@ RunReport RunScenario(const RunOptions& o) {
                     static_cast<double>(rss) / kMiB, static_cast<double>(disk) / kMiB);
     if (rss > o.max_rss_mb * kMiB) {
       over.push_back(fmt::format("{} reached {} MiB of memory", node, rss / kMiB));
+    }
+    const bool coordinator = info.kind == NodeKind::kCoordinator;
+    uint64_t& peak_rss =
+        coordinator ? report.peak_coordinator_rss_bytes : report.peak_participant_rss_bytes;
+    peak_rss = std::max(peak_rss, rss);
+    uint64_t& peak_disk =
+        coordinator ? report.peak_coordinator_disk_bytes : report.peak_sqlite_wal_bytes;
+    peak_disk = std::max(peak_disk, coordinator ? disk : cluster.SqliteWalBytes(node));
+    for (const ResourceSample& sample : samples[node]) {
+      peak_disk = std::max(peak_disk, sample.disk_bytes);
     }
     if (info.kind == NodeKind::kCoordinator && disk > o.max_coordinator_disk_mb * kMiB) {
       over.push_back(fmt::format("{} holds {} MiB on disk", node, disk / kMiB));
@@ -715,6 +746,16 @@ RunReport RunScenario(const RunOptions& o) {
   }
   checks.push_back(Check("resources.bounded", over.empty(),
                          over.empty() ? resources : fmt::format("{}", fmt::join(over, "; "))));
+  // Below two minutes a run is mostly warm-up (caches filling, the first snapshots), so growth
+  // says nothing there; longer runs must level off.
+  constexpr int64_t kMinGrowthCheckMs = 120'000;
+  if (o.duration_ms >= kMinGrowthCheckMs) {
+    GrowthBounds g;
+    g.early_from_ms = o.duration_ms / 4;
+    g.early_to_ms = o.duration_ms / 2;
+    g.late_from_ms = o.duration_ms * 3 / 4;
+    checks.push_back(CheckNoGrowth(samples, g));
+  }
   if (scenario.measure_failover) {
     for (int64_t t : injected.leader_kill_ms) {
       for (const OpRecord& op : ops) {

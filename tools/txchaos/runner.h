@@ -56,6 +56,10 @@ struct RunReport {
   uint64_t faults = 0;  // schedule steps run + crash-point crashes + frames dropped/duplicated
                         // + bad inputs sent
   std::vector<int64_t> failover_ms;
+  // Highest sample over the run, by role (memory; a replica's data directory; a participant's
+  // SQLite -wal).
+  uint64_t peak_coordinator_rss_bytes = 0, peak_participant_rss_bytes = 0;
+  uint64_t peak_coordinator_disk_bytes = 0, peak_sqlite_wal_bytes = 0;
   // fault -> protocol phase -> faults that struck with a transaction in that phase (see
   // faults.h); crash points count under "crash-point" by failpoint name.
   std::map<std::string, std::map<std::string, uint64_t>> coverage;
