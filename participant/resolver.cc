@@ -37,20 +37,17 @@ CoordinatorOutcomeSource::Pool* CoordinatorOutcomeSource::PoolFor(const HostPort
   return it->second.get();
 }
 
-StatusOr<OutcomeSource::Decision> CoordinatorOutcomeSource::Resolve(TxId txid) {
+Status CoordinatorOutcomeSource::CallLeader(
+    const std::string& what, const std::function<void(api::CoordinatorServiceClient&)>& call) {
   Status last = Status::Unavailable("no coordinator tried");
   // Each replica once, plus room to follow a couple of leader hints.
   const size_t attempts = endpoints_.size() + 2;
   for (size_t i = 0; i < attempts; ++i) {
     const HostPort endpoint = endpoints_[leader_guess_ % endpoints_.size()];
-    api::ResolveResponse response;
     std::optional<api::TxError> error;
     Status s = PoolFor(endpoint)->Call([&](api::CoordinatorServiceClient& client) {
-      api::ResolveRequest request;
-      request.txid = txid;
-      request.participant = participant_name_;
       try {
-        client.Resolve(response, request);
+        call(client);
       } catch (const api::TxError& e) {
         error = e;
       }
@@ -60,48 +57,70 @@ StatusOr<OutcomeSource::Decision> CoordinatorOutcomeSource::Resolve(TxId txid) {
       leader_guess_ = (leader_guess_ + 1) % endpoints_.size();
       continue;
     }
-    if (error.has_value()) {
-      if (error->code == api::ErrorCode::NOT_LEADER) {
-        last = Status::Unavailable(fmt::format("{} is not the leader", endpoint));
-        StatusOr<HostPort> hint = error->__isset.leader_hint
-                                      ? ParseHostPort(error->leader_hint)
-                                      : StatusOr<HostPort>(Status::NotFound("no hint"));
-        if (hint.ok()) {
-          auto found = std::find(endpoints_.begin(), endpoints_.end(), *hint);
-          if (found == endpoints_.end() && endpoints_.size() < kMaxEndpoints) {
-            endpoints_.push_back(*hint);
-            found = endpoints_.end() - 1;
-          }
-          if (found != endpoints_.end()) {
-            leader_guess_ = static_cast<size_t>(found - endpoints_.begin());
-            continue;
-          }
+    if (!error.has_value()) return Status::OK();
+    if (error->code == api::ErrorCode::NOT_LEADER) {
+      last = Status::Unavailable(fmt::format("{} is not the leader", endpoint));
+      StatusOr<HostPort> hint = error->__isset.leader_hint
+                                    ? ParseHostPort(error->leader_hint)
+                                    : StatusOr<HostPort>(Status::NotFound("no hint"));
+      if (hint.ok()) {
+        auto found = std::find(endpoints_.begin(), endpoints_.end(), *hint);
+        if (found == endpoints_.end() && endpoints_.size() < kMaxEndpoints) {
+          endpoints_.push_back(*hint);
+          found = endpoints_.end() - 1;
         }
-        leader_guess_ = (leader_guess_ + 1) % endpoints_.size();
-        continue;
+        if (found != endpoints_.end()) {
+          leader_guess_ = static_cast<size_t>(found - endpoints_.begin());
+          continue;
+        }
       }
-      if (error->code == api::ErrorCode::UNAVAILABLE) {
-        last = Status::Unavailable(fmt::format("{}: {}", endpoint, error->message));
-        leader_guess_ = (leader_guess_ + 1) % endpoints_.size();
-        continue;
-      }
-      return Status::Internal(fmt::format("Resolve({}) at {} failed: {} ({})", txid, endpoint,
-                                          error->message, static_cast<int>(error->code)));
+      leader_guess_ = (leader_guess_ + 1) % endpoints_.size();
+      continue;
     }
-    const int32_t decision = RawEnum(response.decision);
-    if (decision == api::Decision::COMMITTED) return Decision::kCommitted;
-    if (decision == api::Decision::ABORTED) return Decision::kAborted;
-    if (decision == api::Decision::PENDING) return Decision::kPending;
-    if (decision == api::Decision::UNDECIDED) {
-      // GetOutcome's answer, not Resolve's; if a coordinator says it anyway, it has not
-      // decided, and the only safe course is to ask again later.
-      spdlog::warn("Resolve({}) at {} answered UNDECIDED; asking again later", txid, endpoint);
-      return Decision::kPending;
+    if (error->code == api::ErrorCode::UNAVAILABLE) {
+      last = Status::Unavailable(fmt::format("{}: {}", endpoint, error->message));
+      leader_guess_ = (leader_guess_ + 1) % endpoints_.size();
+      continue;
     }
-    return Status::Internal(
-        fmt::format("Resolve({}) at {}: unknown decision {}", txid, endpoint, decision));
+    if (error->code == api::ErrorCode::INVALID_ARGUMENT) {
+      return Status::InvalidArgument(fmt::format("{} at {}: {}", what, endpoint, error->message));
+    }
+    return Status::Internal(fmt::format("{} at {} failed: {} ({})", what, endpoint, error->message,
+                                        static_cast<int>(error->code)));
   }
   return last;
+}
+
+StatusOr<OutcomeSource::Decision> CoordinatorOutcomeSource::Resolve(TxId txid) {
+  api::ResolveResponse response;
+  api::ResolveRequest request;
+  request.txid = txid;
+  request.participant = participant_name_;
+  TX_RETURN_IF_ERROR(CallLeader(
+      fmt::format("Resolve({})", txid),
+      [&](api::CoordinatorServiceClient& client) { client.Resolve(response, request); }));
+  const int32_t decision = RawEnum(response.decision);
+  if (decision == api::Decision::COMMITTED) return Decision::kCommitted;
+  if (decision == api::Decision::ABORTED) return Decision::kAborted;
+  if (decision == api::Decision::PENDING) return Decision::kPending;
+  if (decision == api::Decision::UNDECIDED) {
+    // GetOutcome's answer, not Resolve's; if a coordinator says it anyway, it has not
+    // decided, and the only safe course is to ask again later.
+    spdlog::warn("Resolve({}) answered UNDECIDED; asking again later", txid);
+    return Decision::kPending;
+  }
+  return Status::Internal(fmt::format("Resolve({}): unknown decision {}", txid, decision));
+}
+
+Status CoordinatorOutcomeSource::Register(const HostPort& advertised) {
+  api::RegisterParticipantRequest request;
+  request.participant.name = participant_name_;
+  request.participant.address = ToString(advertised);
+  api::RegisterParticipantResponse response;
+  return CallLeader(fmt::format("RegisterParticipant({})", participant_name_),
+                    [&](api::CoordinatorServiceClient& client) {
+                      client.RegisterParticipant(response, request);
+                    });
 }
 
 Resolver::Resolver(Participant* participant, OutcomeSource* source, ResolverOptions options,

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -57,9 +58,20 @@ class CoordinatorOutcomeSource final : public OutcomeSource {
   ~CoordinatorOutcomeSource() override;
   StatusOr<Decision> Resolve(TxId txid) override;
 
+  // Registers this participant (its name and the address clients should use) in the
+  // coordinators' directory, through the leader, so that clients need only the coordinators'
+  // addresses. Idempotent (the latest registration of a name wins). Unavailable when no leader
+  // answered; InvalidArgument when the coordinators refuse the name or address.
+  Status Register(const HostPort& advertised);
+
  private:
   using Pool = rpc::ClientPool<api::CoordinatorServiceClient>;
   Pool* PoolFor(const HostPort& endpoint);
+  // Calls the leader: tries the replica believed to lead, follows NOT_LEADER hints, moves on
+  // from replicas that are down or have no leader. `call` makes one call on a client and lets
+  // TxError escape. Returns OK once a replica answered without error, else the last error.
+  Status CallLeader(const std::string& what,
+                    const std::function<void(api::CoordinatorServiceClient&)>& call);
 
   const std::string participant_name_;
   const rpc::RpcClientOptions options_;

@@ -4,10 +4,11 @@
 //          --coordinators 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
 //
 // On start it recovers prepared transactions (with their locks) and asks the coordinators
-// for their outcome. When ready it prints one line to stdout, "listening on HOST:PORT" (the
-// real port if 0 was asked for), for scripts and tests; logs go to stderr (and --log-file).
-// SIGTERM or SIGINT shut it down cleanly: in-flight calls finish, prepared transactions stay
-// durable, active ones are dropped (they abort).
+// for their outcome, and registers its name and address in the coordinators' directory (so
+// that clients need only the coordinators' addresses). When ready it prints one line to stdout,
+// "listening on HOST:PORT" (the real port if 0 was asked for), for scripts and tests; logs go to
+// stderr (and --log-file). SIGTERM or SIGINT shut it down cleanly: in-flight calls finish, prepared
+// transactions stay durable, active ones are dropped (they abort).
 //
 // TX_DIAL_REWRITE (common/rpc/dial_rewrite.h) sends its outgoing connections (Resolve calls)
 // through other addresses, e.g. txchaos's fault-injecting proxies.
@@ -33,6 +34,7 @@
 #include "common/rpc/thrift_logging.h"
 #include "common/shutdown.h"
 #include "participant/participant.h"
+#include "participant/registrar.h"
 #include "participant/resolver.h"
 #include "participant/service.h"
 
@@ -55,7 +57,8 @@ tx::StatusOr<std::string> ReadFile(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string name, db, listen, coordinators, metrics_listen, log_level = "info", log_file;
+  std::string name, db, listen, advertise, coordinators, metrics_listen, log_level = "info",
+                                                                         log_file;
   std::string init_sql_file;
   int64_t lock_timeout_ms = 5000, idle_timeout_ms = 60000, resolve_after_ms = 10000;
   int64_t statement_timeout_ms = 10000;
@@ -70,9 +73,13 @@ int main(int argc, char** argv) {
   app.add_option("--db", db, "the SQLite database file (created if missing)")->required();
   app.add_option("--listen", listen, "HOST:PORT to serve ParticipantService on (port 0: any)")
       ->required();
+  app.add_option("--advertise", advertise,
+                 "HOST:PORT clients should use to reach this agent, registered in the "
+                 "coordinators' directory (default: the --listen address, with the port "
+                 "actually bound)");
   app.add_option("--coordinators", coordinators,
-                 "HOST:PORT,... of the coordinator replicas, asked for the outcome of "
-                 "prepared transactions");
+                 "HOST:PORT,... of the coordinator replicas: this agent registers with them and "
+                 "asks them for the outcome of prepared transactions");
   app.add_option("--init-sql", init_sql_file,
                  "file of SQL run at start-up outside any transaction (schema set-up; make it "
                  "idempotent with IF NOT EXISTS)");
@@ -174,9 +181,29 @@ int main(int argc, char** argv) {
       std::make_shared<tx::api::ParticipantServiceProcessor>(handler), server_options);
   if (!server.ok()) return Fail("listen on " + listen, server.status());
 
+  tx::HostPort advertised = (*server)->address();
+  if (!advertise.empty()) {
+    tx::StatusOr<tx::HostPort> parsed = tx::ParseHostPort(advertise);
+    if (!parsed.ok()) return Fail("--advertise", parsed.status());
+    advertised = *parsed;
+  } else if (!coordinator_list.empty() &&
+             (advertised.host == "0.0.0.0" || advertised.host == "::")) {
+    return Fail("--advertise", tx::Status::InvalidArgument(
+                                   "listening on a wildcard address: say with --advertise which "
+                                   "address clients should use"));
+  }
+
   std::unique_ptr<tx::participant::CoordinatorOutcomeSource> source;
   std::unique_ptr<tx::participant::Resolver> resolver;
+  std::unique_ptr<tx::participant::CoordinatorOutcomeSource> registration_source;
+  std::unique_ptr<tx::participant::Registrar> registrar;
   if (!coordinator_list.empty()) {
+    // Its own client: the Resolver's is used from the Resolver's thread only.
+    registration_source =
+        std::make_unique<tx::participant::CoordinatorOutcomeSource>(coordinator_list, name);
+    registrar = std::make_unique<tx::participant::Registrar>(
+        [&] { return registration_source->Register(advertised); }, tx::Clock::Real());
+    registrar->Start();
     source = std::make_unique<tx::participant::CoordinatorOutcomeSource>(coordinator_list, name);
     tx::participant::ResolverOptions resolver_options;
     resolver_options.resolve_after = std::chrono::milliseconds(resolve_after_ms);
@@ -193,6 +220,7 @@ int main(int argc, char** argv) {
 
   tx::ShutdownSignal::Process().Wait();
   spdlog::info("shutting down ({})", tx::ShutdownSignal::Process().reason());
+  if (registrar) registrar->Stop();
   if (resolver) resolver->Stop();
   (*server)->Stop();  // waits for running calls
   if (metrics) metrics->Stop();

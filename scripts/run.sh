@@ -12,7 +12,7 @@
 # What happens, each step a command you could type yourself (docs/operations.md explains them):
 #   1. three txcoord replicas and two txpart agents on 127.0.0.1, data and logs in a temporary
 #      directory;
-#   2. a leader is awaited and the two participants are registered (txctl register);
+#   2. a leader is awaited, and the two participants register themselves with it;
 #   3. examples/bank runs concurrent transfers between accounts on the two participants,
 #      printing its progress every second;
 #   4. partway through, the leader is killed with SIGKILL; the new leader takes over (txctl
@@ -146,10 +146,21 @@ for name in accounts-even accounts-odd; do
   echo "txpart $name: ${part_address[$name]} (pid $!), database $work/$name.db"
 done
 
-say "2. waiting for a leader and registering the participants"
+say "2. waiting for a leader and for the participants to register themselves"
 txctl leader --wait 30
-txctl register accounts-even "${part_address[accounts-even]}"
-txctl register accounts-odd "${part_address[accounts-odd]}"
+# Each txpart registers its name and address with the coordinators as it starts (clients then
+# need only the coordinators' addresses); wait, bounded, until the directory lists both.
+registered=0
+for _ in $(seq 300); do
+  listed=$("$bin/txctl" participants 2>/dev/null || true)
+  if grep -q "accounts-even *${part_address[accounts-even]}" <<<"$listed" &&
+     grep -q "accounts-odd *${part_address[accounts-odd]}" <<<"$listed"; then
+    registered=1
+    break
+  fi
+  sleep 0.1
+done
+(( registered )) || fail "the participants did not register within 30 s (see $work/*.log)"
 txctl status
 
 accounts=200

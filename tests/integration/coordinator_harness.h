@@ -104,10 +104,24 @@ class Cluster {
     for (int id = 1; id <= kReplicas; ++id) TX_RETURN_IF_ERROR(StartCoordinator(id));
     client_ = std::make_unique<CoordinatorClient>(endpoints_, std::chrono::seconds(30));
     for (int i = 0; i < options_.participants; ++i) TX_RETURN_IF_ERROR(StartParticipant(i));
-    for (int i = 0; i < options_.participants; ++i) {
-      CoordReply<api::RegisterParticipantResponse> r =
-          client_->Register(name(i), fmt::format("127.0.0.1:{}", part_ports_[i]));
-      if (!r.ok()) return Status::Unavailable("register " + name(i) + ": " + r.Describe());
+    // Each agent registers itself with the coordinators (txpart's Registrar); every test that
+    // starts a cluster thus checks that clients can find the agents through the directory alone.
+    std::string directory;
+    bool registered = PollUntil(
+        [&] {
+          CoordReply<api::GetDirectoryResponse> d = client_->GetDirectory();
+          if (!d.ok()) return false;
+          std::map<std::string, std::string> listed;
+          for (const api::ParticipantRef& p : d.value.participants) listed[p.name] = p.address;
+          directory = fmt::format("{}", listed);
+          for (int i = 0; i < options_.participants; ++i) {
+            if (listed[name(i)] != fmt::format("127.0.0.1:{}", part_ports_[i])) return false;
+          }
+          return true;
+        },
+        std::chrono::seconds(30));
+    if (!registered) {
+      return Status::Unavailable("the agents did not register themselves; directory: " + directory);
     }
     // Seed the accounts through the agents (ordinary transactions would do too, but a direct
     // one-phase commit per participant keeps the set-up short).

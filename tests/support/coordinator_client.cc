@@ -22,6 +22,7 @@ template struct CoordReply<api::AbortTransactionResponse>;
 template struct CoordReply<api::GetOutcomeResponse>;
 template struct CoordReply<api::ResolveResponse>;
 template struct CoordReply<api::RegisterParticipantResponse>;
+template struct CoordReply<api::GetDirectoryResponse>;
 template struct CoordReply<api::ListTransactionsResponse>;
 template struct CoordReply<api::TransactionView>;
 template struct CoordReply<api::ClusterStatusResponse>;
@@ -163,6 +164,13 @@ CoordReply<api::RegisterParticipantResponse> CoordinatorClient::Register(
   return Call<api::RegisterParticipantResponse>(
       [&](api::CoordinatorServiceClient& c, api::RegisterParticipantResponse& out) {
         c.RegisterParticipant(out, req);
+      });
+}
+
+CoordReply<api::GetDirectoryResponse> CoordinatorClient::GetDirectory() {
+  return Call<api::GetDirectoryResponse>(
+      [&](api::CoordinatorServiceClient& c, api::GetDirectoryResponse& out) {
+        c.GetDirectory(out, api::GetDirectoryRequest());
       });
 }
 

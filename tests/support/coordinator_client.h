@@ -51,6 +51,8 @@ class CoordinatorClient {
   CoordReply<api::ResolveResponse> Resolve(int64_t txid);
   CoordReply<api::RegisterParticipantResponse> Register(const std::string& name,
                                                         const std::string& address);
+  // The participant directory, as the replica believed to lead knows it.
+  CoordReply<api::GetDirectoryResponse> GetDirectory();
   CoordReply<api::ListTransactionsResponse> ListTransactions(bool include_begun = false);
   CoordReply<api::TransactionView> GetTransaction(int64_t txid);
   // From one replica (no retry, no redirect).

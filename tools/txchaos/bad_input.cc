@@ -54,6 +54,66 @@ std::string Frame(const std::string& service, Fn&& send) {
   return out + body;
 }
 
+// A call whose arguments hold what the generated types cannot (an enum value out of range:
+// loading one from an enum-typed field is undefined behaviour), written field by field with the
+// protocol's primitives. `args` writes the fields of the call's argument struct.
+std::string RawCall(const std::string& name, const std::function<void(TProtocol&)>& args) {
+  using apache::thrift::protocol::T_CALL;
+  auto buffer = std::make_shared<TMemoryBuffer>();
+  TBinaryProtocol p(buffer);
+  p.writeMessageBegin(name, T_CALL, 1);
+  p.writeStructBegin("args");
+  args(p);
+  p.writeFieldStop();
+  p.writeStructEnd();
+  p.writeMessageEnd();
+  std::string body = buffer->getBufferAsString();
+  std::string out;
+  AppendFrameLength(&out, static_cast<uint32_t>(body.size()));
+  return out + body;
+}
+
+// Writes field `id` as a struct whose fields `inner` writes.
+void StructField(TProtocol& p, int16_t id, const std::function<void()>& inner) {
+  p.writeFieldBegin("s", apache::thrift::protocol::T_STRUCT, id);
+  p.writeStructBegin("s");
+  inner();
+  p.writeFieldStop();
+  p.writeStructEnd();
+  p.writeFieldEnd();
+}
+
+void I32Field(TProtocol& p, int16_t id, int32_t v) {
+  p.writeFieldBegin("i", apache::thrift::protocol::T_I32, id);
+  p.writeI32(v);
+  p.writeFieldEnd();
+}
+
+void I64Field(TProtocol& p, int16_t id, int64_t v) {
+  p.writeFieldBegin("i", apache::thrift::protocol::T_I64, id);
+  p.writeI64(v);
+  p.writeFieldEnd();
+}
+
+// A raft_api::MessageBatch (field 1 of Deliver's arguments) with one Message of type 99.
+void BatchWithUnknownMessageType(TProtocol& p, int64_t from, int64_t to, int64_t term) {
+  StructField(p, 1, [&] {
+    I64Field(p, 1, from);
+    I64Field(p, 2, to);
+    p.writeFieldBegin("messages", apache::thrift::protocol::T_LIST, 4);
+    p.writeListBegin(apache::thrift::protocol::T_STRUCT, 1);
+    p.writeStructBegin("Message");
+    I32Field(p, 1, 99);  // MessageType: no such value
+    I64Field(p, 2, from);
+    I64Field(p, 3, to);
+    I64Field(p, 4, term);
+    p.writeFieldStop();
+    p.writeStructEnd();
+    p.writeListEnd();
+    p.writeFieldEnd();
+  });
+}
+
 api::Value NoTypeValue() { return api::Value(); }  // a union with no field set
 
 std::vector<Payload> CoordinatorAttacks(int replica_id) {
@@ -62,11 +122,14 @@ std::vector<Payload> CoordinatorAttacks(int replica_id) {
   auto call = [&](const std::string& name, std::function<void(C&)> send) {
     out.push_back({name, Frame<C>("", send), Expect::kError, false});
   };
-  call("Begin(protocol=99)", [](C& c) {
-    api::BeginRequest r;
-    r.options.protocol = static_cast<api::Protocol::type>(99);
-    c.send_Begin(r);
-  });
+  out.push_back({"Begin(protocol=99)",
+                 RawCall("Begin",
+                         [](TProtocol& p) {
+                           StructField(p, 1, [&] {                            // BeginRequest
+                             StructField(p, 1, [&] { I32Field(p, 1, 99); });  // options.protocol
+                           });
+                         }),
+                 Expect::kError, false});
   call("Begin(timeout_ms=-5)", [](C& c) {
     api::BeginRequest r;
     r.options.timeout_ms = -5;
@@ -95,13 +158,20 @@ std::vector<Payload> CoordinatorAttacks(int replica_id) {
     for (int i = 0; i < 100'000; ++i) r.participants.push_back(fmt::format("x{}", i));
     c.send_Commit(r);
   });
-  call("Commit(protocol=-4)", [](C& c) {
-    api::CommitTransactionRequest r;
-    r.txid = kAbsurdTxid + 19;
-    r.participants = {"p1"};
-    r.protocol = static_cast<api::Protocol::type>(-4);
-    c.send_Commit(r);
-  });
+  out.push_back({"Commit(protocol=-4)",
+                 RawCall("Commit",
+                         [](TProtocol& p) {
+                           StructField(p, 1, [&] {  // CommitTransactionRequest
+                             I64Field(p, 1, kAbsurdTxid + 19);
+                             p.writeFieldBegin("participants", apache::thrift::protocol::T_LIST, 2);
+                             p.writeListBegin(apache::thrift::protocol::T_STRING, 1);
+                             p.writeString("p1");
+                             p.writeListEnd();
+                             p.writeFieldEnd();
+                             I32Field(p, 3, -4);  // protocol: no such value
+                           });
+                         }),
+                 Expect::kError, false});
   call("Abort(txid=-9)", [](C& c) {
     api::AbortTransactionRequest r;
     r.txid = -9;
@@ -163,34 +233,16 @@ std::vector<Payload> CoordinatorAttacks(int replica_id) {
     out.push_back({"unknown method", framed + msg, Expect::kError, false});
   }
   using R = raft_api::RaftServiceClient;
-  out.push_back({"raft:Deliver(to another replica)",
-                 Frame<R>("raft",
-                          [](R& c) {
-                            raft_api::MessageBatch b;
-                            b.from_node = 1000;
-                            b.to_node = 999;
-                            raft_api::Message m;
-                            m.type = static_cast<raft_api::MessageType::type>(99);
-                            m.term = int64_t{1} << 62;
-                            b.messages.push_back(m);
-                            c.send_Deliver(b);
-                          }),
-                 Expect::kError, false});
-  out.push_back({"raft:Deliver(unknown message type)",
-                 Frame<R>("raft",
-                          [replica_id](R& c) {
-                            raft_api::MessageBatch b;
-                            b.from_node = 1000;
-                            b.to_node = replica_id;
-                            raft_api::Message m;
-                            m.type = static_cast<raft_api::MessageType::type>(99);
-                            m.from_node = 1000;
-                            m.to_node = replica_id;
-                            m.term = 1;
-                            b.messages.push_back(m);
-                            c.send_Deliver(b);
-                          }),
-                 Expect::kError, false});
+  out.push_back(
+      {"raft:Deliver(to another replica)",
+       RawCall("raft:Deliver",
+               [](TProtocol& p) { BatchWithUnknownMessageType(p, 1000, 999, int64_t{1} << 62); }),
+       Expect::kError, false});
+  out.push_back(
+      {"raft:Deliver(unknown message type)",
+       RawCall("raft:Deliver",
+               [replica_id](TProtocol& p) { BatchWithUnknownMessageType(p, 1000, replica_id, 1); }),
+       Expect::kError, false});
   out.push_back({"raft:Deliver(negative ids)",
                  Frame<R>("raft",
                           [](R& c) {
