@@ -98,6 +98,29 @@ TEST(Scenarios, NamesAreUniqueAndEveryFaultKindIsKnown) {
   EXPECT_EQ(nullptr, FindScenario("no-such-scenario"));
 }
 
+TEST(SelectCrashPoints, ArmsTheNamedPointsOnly) {
+  StatusOr<std::vector<CrashPoint>> chosen =
+      SelectCrashPoints({"coordinator.after_decision_logged", "participant.after_prepare_durable"});
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  ASSERT_EQ(2u, chosen->size());
+  EXPECT_EQ("coordinator.after_decision_logged", (*chosen)[0].failpoint);
+  EXPECT_TRUE((*chosen)[0].coordinator);
+  EXPECT_EQ("participant.after_prepare_durable", (*chosen)[1].failpoint);
+  EXPECT_FALSE((*chosen)[1].coordinator);
+  // A point with two actions (crash, and a full disk) is armed with both.
+  chosen = SelectCrashPoints({"participant.batch_commit"});
+  ASSERT_TRUE(chosen.ok());
+  EXPECT_EQ(2u, chosen->size());
+}
+
+TEST(SelectCrashPoints, AnUnknownNameIsAnErrorListingTheKnownOnes) {
+  StatusOr<std::vector<CrashPoint>> chosen = SelectCrashPoints({"coordinator.after_lunch"});
+  ASSERT_FALSE(chosen.ok());
+  EXPECT_TRUE(chosen.status().IsInvalidArgument());
+  EXPECT_NE(std::string::npos, chosen.status().message().find("coordinator.after_lunch"));
+  EXPECT_NE(std::string::npos, chosen.status().message().find("wal.before_fsync"));
+}
+
 TEST(MixSeed, StreamsDiffer) {
   EXPECT_NE(MixSeed(1, 0), MixSeed(1, 1));
   EXPECT_NE(MixSeed(1, 0), MixSeed(2, 0));

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <map>
@@ -73,6 +73,10 @@ void AddRunFlags(CLI::App* cmd, RunOptions* o, std::string* duration) {
       ->check(CLI::IsMember({3, 5}));
   cmd->add_option("--participants", o->participants, "participants (default: the scenario's)")
       ->check(CLI::Range(2, 16));
+  cmd->add_option("--crash-points", o->crash_points,
+                  "failpoints to crash at, by name (e.g. coordinator.after_decision_logged); "
+                  "added to the scenario's faults (crash-points: instead of all)")
+      ->delimiter(',');
   cmd->add_option("--log-level", o->log_level, "the processes' log level (their .log files)");
   cmd->add_flag("--verbose", o->verbose, "progress on stderr");
   cmd->add_option("--max-failover-ms", o->max_failover_ms, "failover bound checked");
@@ -153,6 +157,12 @@ int main(int argc, char** argv) {
     if (!finish_options(&run_options, run_duration) || !parse_seed(run_seed, &run_options.seed)) {
       return 2;
     }
+    if (tx::StatusOr<std::vector<tx::chaos::CrashPoint>> points =
+            tx::chaos::SelectCrashPoints(run_options.crash_points);
+        !points.ok()) {
+      std::fprintf(stderr, "txchaos: --crash-points: %s\n", points.status().ToString().c_str());
+      return 2;
+    }
     if (tx::chaos::FindScenario(run_options.scenario) == nullptr) {
       std::fprintf(stderr, "txchaos: unknown scenario '%s' (txchaos list names them)\n",
                    run_options.scenario.c_str());
@@ -178,6 +188,12 @@ int main(int argc, char** argv) {
   std::vector<std::string> names = soak_scenarios;
   if (names.empty()) {
     for (const tx::chaos::Scenario& s : tx::chaos::AllScenarios()) names.push_back(s.name);
+  }
+  if (tx::StatusOr<std::vector<tx::chaos::CrashPoint>> points =
+          tx::chaos::SelectCrashPoints(soak_options.crash_points);
+      !points.ok()) {
+    std::fprintf(stderr, "txchaos: --crash-points: %s\n", points.status().ToString().c_str());
+    return 2;
   }
   for (const std::string& n : names) {
     if (tx::chaos::FindScenario(n) == nullptr) {

@@ -340,9 +340,11 @@ RunReport RunScenario(const RunOptions& o) {
   report.scenario = o.scenario;
   report.seed = o.seed;
   report.duration_ms = o.duration_ms;
-  report.replay_command =
-      fmt::format("txchaos run --scenario {} --seed {} --duration {}s{}", o.scenario, o.seed,
-                  o.duration_ms / 1000, o.protocol == "2pc" ? "" : " --protocol " + o.protocol);
+  report.replay_command = fmt::format(
+      "txchaos run --scenario {} --seed {} --duration {}s{}{}", o.scenario, o.seed,
+      o.duration_ms / 1000, o.protocol == "2pc" ? "" : " --protocol " + o.protocol,
+      o.crash_points.empty() ? ""
+                             : fmt::format(" --crash-points {}", fmt::join(o.crash_points, ",")));
   auto harness_failure = [&](const std::string& what) {
     report.checks.push_back(Check("harness", false, what));
     report.ok = false;
@@ -356,6 +358,11 @@ RunReport RunScenario(const RunOptions& o) {
   Scenario scenario = *found;
   if (o.replicas > 0) scenario.replicas = o.replicas;
   if (o.participants > 0) scenario.participants = o.participants;
+  if (!o.crash_points.empty()) {
+    StatusOr<std::vector<CrashPoint>> chosen = SelectCrashPoints(o.crash_points);
+    if (!chosen.ok()) return harness_failure(chosen.status().ToString());
+    scenario.crash_points = *std::move(chosen);
+  }
   const Timeline timeline = MakeTimeline(o.duration_ms);
   const std::vector<FaultStep> schedule = PlanSchedule(scenario, o.seed, timeline);
 

@@ -29,6 +29,10 @@ struct RunOptions {
   std::string protocol = "2pc";  // 2pc, 3pc, mixed
   int replicas = 0;              // 0: the scenario's
   int participants = 0;          // 0: the scenario's
+  // Crash points to arm, by failpoint name (scenario.h, AllCrashPoints). Empty: the scenario's
+  // own. Otherwise they replace the crash-points scenario's set, and are added to any other
+  // scenario's faults.
+  std::vector<std::string> crash_points;
   std::string log_level = "warn";
   bool verbose = false;  // progress lines on stderr
 

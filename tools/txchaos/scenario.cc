@@ -1,10 +1,12 @@
 #include "tools/txchaos/scenario.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <random>
 
 namespace tx::chaos {
-namespace {
 
 std::vector<CrashPoint> AllCrashPoints() {
   // nth ranges follow how often each point is hit: per transaction on the leader (prepare,
@@ -27,6 +29,28 @@ std::vector<CrashPoint> AllCrashPoints() {
       {"participant.batch_commit", false, 5, 50, "error(NoSpace)"},
   };
 }
+
+StatusOr<std::vector<CrashPoint>> SelectCrashPoints(const std::vector<std::string>& names) {
+  const std::vector<CrashPoint> all = AllCrashPoints();
+  std::vector<CrashPoint> out;
+  for (const std::string& name : names) {
+    size_t before = out.size();
+    for (const CrashPoint& p : all) {
+      if (p.failpoint == name) out.push_back(p);  // both actions of a point, if it has two
+    }
+    if (out.size() == before) {
+      std::vector<std::string> known;
+      for (const CrashPoint& p : all) {
+        if (known.empty() || known.back() != p.failpoint) known.push_back(p.failpoint);
+      }
+      return Status::InvalidArgument(
+          fmt::format("unknown crash point '{}' (known: {})", name, fmt::join(known, ", ")));
+    }
+  }
+  return out;
+}
+
+namespace {
 
 std::vector<Scenario> MakeScenarios() {
   std::vector<Scenario> all;

@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
+
 namespace tx::chaos {
 
 // One fault step of a schedule. `kind` is "action:variant":
@@ -84,6 +86,13 @@ struct Timeline {
   int64_t fault_end_ms = 0;    // start of the cool-down
 };
 Timeline MakeTimeline(int64_t duration_ms);
+
+// Every crash point txchaos knows (the crash-points scenario arms them all).
+std::vector<CrashPoint> AllCrashPoints();
+
+// The crash points named (by failpoint, e.g. "coordinator.after_decision_logged"), in the
+// order given. InvalidArgument naming the unknown one and listing the known ones.
+StatusOr<std::vector<CrashPoint>> SelectCrashPoints(const std::vector<std::string>& names);
 
 // The schedule of a run (sorted by at_ms; every step ends by fault_end_ms).
 std::vector<FaultStep> PlanSchedule(const Scenario& scenario, uint64_t seed, const Timeline& t);
