@@ -51,6 +51,9 @@ struct Options {
   std::string server;  // raft_example_server; default: next to txbench
   std::string dir;     // data directories; default: a fresh temporary directory
   std::string proposers = "1,64";
+  // Proposals each proposer keeps in flight: 1 is one Propose RPC per proposal; more sends
+  // that many at once in one ProposeMany RPC (each its own log entry) and waits for all.
+  int in_flight = 1;
   int size = 128;
   double seconds = 5;
   int runs = 3;
@@ -200,16 +203,26 @@ StatusOr<RunResult> ThroughputRun(const Options& o, int proposers, int run) {
   for (int p = 0; p < proposers; ++p) {
     threads.emplace_back([&, p] {
       uint64_t seq = 0;
+      std::vector<std::string> items;
       while (!stop.load(std::memory_order_relaxed)) {
         auto start = SteadyClock::now();
-        ProposeOutcome r = client.Propose(Item(p, seq++, o.size), std::chrono::seconds(5));
+        std::vector<ProposeOutcome> outcomes;
+        if (o.in_flight == 1) {
+          outcomes.push_back(client.Propose(Item(p, seq++, o.size), std::chrono::seconds(5)));
+        } else {
+          items.clear();
+          for (int i = 0; i < o.in_flight; ++i) items.push_back(Item(p, seq++, o.size));
+          outcomes = client.ProposeMany(items, std::chrono::seconds(5));
+        }
         auto us = std::chrono::duration<double, std::micro>(SteadyClock::now() - start).count();
         if (!measuring.load(std::memory_order_relaxed)) continue;
-        if (r.status.ok()) {
-          ++per[p].committed;
-          per[p].latency_us.Add(us);
-        } else {
-          ++per[p].failed;
+        for (const ProposeOutcome& r : outcomes) {
+          if (r.status.ok()) {
+            ++per[p].committed;
+            per[p].latency_us.Add(us);
+          } else {
+            ++per[p].failed;
+          }
         }
       }
     });
@@ -406,8 +419,9 @@ int Run(const Options& opts) {
   }
   std::printf(
       "txbench raft: 3 replicas (separate processes, loopback, fdatasync on), %d-byte "
-      "proposals, tick %d ms, election timeout %d-%d ticks; %s\n",
-      o.size, o.tick_ms, o.election_ticks, 2 * o.election_ticks, MachineDescription().c_str());
+      "proposals, %d in flight per proposer (%s), tick %d ms, election timeout %d-%d ticks; %s\n",
+      o.size, o.in_flight, o.in_flight == 1 ? "one Propose RPC each" : "one ProposeMany RPC",
+      o.tick_ms, o.election_ticks, 2 * o.election_ticks, MachineDescription().c_str());
   int exit_code = 0;
   if (o.only.empty() || o.only == "throughput") {
     std::printf("throughput: %.1f s x %d runs per proposer count (median shown)\n", o.seconds,
@@ -424,6 +438,10 @@ RunFn Setup(CLI::App* cmd) {
   cmd->add_option("--server", o->server, "raft_example_server binary (default: next to txbench)");
   cmd->add_option("--dir", o->dir, "directory for the replicas' data (default: a temporary one)");
   cmd->add_option("--proposers", o->proposers, "comma-separated proposer counts");
+  cmd->add_option("--in-flight", o->in_flight,
+                  "proposals each proposer keeps in flight (more than 1: sent together in one "
+                  "ProposeMany RPC, each its own log entry)")
+      ->check(CLI::Range(1, static_cast<int>(raft::example::kMaxProposeManyItems)));
   cmd->add_option("--size", o->size, "bytes per proposal")->check(CLI::Range(16, 1 << 20));
   cmd->add_option("--seconds", o->seconds, "length of each throughput run")
       ->check(CLI::Range(0.1, 3600.0));

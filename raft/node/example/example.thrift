@@ -18,6 +18,21 @@ struct ProposeResponse {
   3: i64 checksum   // checksum of the list up to and including the item
 }
 
+// The outcome of one item of a ProposeMany call. code 0 (tx::Status::Code::kOk): committed and
+// applied, with index/position/checksum as in ProposeResponse. Otherwise the proposal failed
+// with that code; not_leader (and leader_id/leader_address) as in ExampleError: a definite
+// refusal, the item never entered the log.
+struct ProposeItemResult {
+  1: i32 code = 0
+  2: string message = ""
+  3: bool not_leader = false
+  4: i64 leader_id = 0
+  5: string leader_address = ""
+  6: i64 index = 0
+  7: i64 position = 0
+  8: i64 checksum = 0
+}
+
 struct ReadResponse {
   1: i64 total          // items in the list
   2: i64 checksum       // checksum of the whole list
@@ -41,6 +56,13 @@ struct NodeInfo {
 service RaftExample {
   // Appends `item` to the list through Raft; returns once it is committed and applied here.
   ProposeResponse Propose(1: binary item, 2: i32 timeout_ms) throws (1: ExampleError error)
+  // Proposes every item (at most 4096, each its own log entry, in this order) at once, and
+  // returns once each has an outcome: results[i] is items[i]'s. One call carrying many
+  // independent proposals, the way one HTTP/2 connection carries many gRPC calls: the proposals
+  // share a round trip and a handler thread instead of paying one each. A whole-call error
+  // (bad arguments) is thrown; per-item outcomes are never thrown.
+  list<ProposeItemResult> ProposeMany(1: list<binary> items, 2: i32 timeout_ms)
+      throws (1: ExampleError error)
   // Items from `offset`, at most max_items (<= 10000). With linearizable, a ReadIndex barrier
   // runs first.
   ReadResponse Read(1: i64 offset, 2: i32 max_items, 3: bool linearizable)

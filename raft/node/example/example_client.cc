@@ -82,6 +82,103 @@ ProposeOutcome ExampleClusterClient::Propose(const std::string& item,
   return out;
 }
 
+std::vector<ProposeOutcome> ExampleClusterClient::ProposeMany(const std::vector<std::string>& items,
+                                                              std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<ProposeOutcome> out(items.size());
+  std::vector<size_t> pending(items.size());  // indices of items not yet answered for
+  for (size_t i = 0; i < pending.size(); ++i) pending[i] = i;
+  uint64_t target = leader_hint_.load();
+  auto next_replica = [&](uint64_t after) {
+    auto it = replicas_.upper_bound(after);
+    return it == replicas_.end() ? replicas_.begin()->first : it->first;
+  };
+  if (target == 0 || replicas_.count(target) == 0) target = replicas_.begin()->first;
+  std::vector<std::string> request;
+  while (!pending.empty() && std::chrono::steady_clock::now() < deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    int32_t call_timeout = static_cast<int32_t>(std::max<int64_t>(1, left.count()));
+    request.clear();
+    for (size_t i : pending) request.push_back(items[i]);
+    std::vector<raft_example::ProposeItemResult> results;
+    raft_example::ExampleError error;
+    bool has_error = false;
+    bool sent = false;
+    Status s = PoolFor(target)->Call(
+        [&](MultiplexedExampleClient& c) {
+          try {
+            c.ProposeMany(results, request, call_timeout);
+          } catch (const raft_example::ExampleError& e) {
+            error = e;
+            has_error = true;
+          }
+        },
+        &sent);
+    if (!s.ok() && !sent) {
+      // Never reached the replica (down, or in connect back-off): try the next one.
+      for (size_t i : pending) out[i].status = s;
+      target = next_replica(target);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      continue;
+    }
+    if (s.ok() && has_error) {
+      // The whole call was refused before any item was proposed (bad arguments).
+      for (size_t i : pending) {
+        out[i].status = Status(static_cast<Status::Code>(error.code), error.message);
+      }
+      return out;
+    }
+    if (!s.ok() || results.size() != pending.size()) {
+      // The request reached a server and the outcome of every item is unknown: never re-send.
+      Status failed = !s.ok() ? s
+                              : Status::Internal(fmt::format("{} results for {} items",
+                                                             results.size(), pending.size()));
+      for (size_t i : pending) {
+        out[i].status = failed;
+        out[i].maybe_committed = true;
+      }
+      leader_hint_.store(0);
+      return out;
+    }
+    std::vector<size_t> refused;  // not the leader: never entered the log
+    uint64_t hint = 0;
+    for (size_t k = 0; k < pending.size(); ++k) {
+      const raft_example::ProposeItemResult& r = results[k];
+      ProposeOutcome& o = out[pending[k]];
+      if (r.not_leader) {
+        o.status = Status::Unavailable(r.message);
+        refused.push_back(pending[k]);
+        hint = static_cast<uint64_t>(r.leader_id);
+        continue;
+      }
+      o.leader = target;
+      o.maybe_committed = true;
+      if (r.code == 0) {
+        o.status = Status::OK();
+        o.index = r.index;
+        o.position = r.position;
+        o.checksum = r.checksum;
+      } else {
+        // Codes come from the server's tx::Status; an unknown one is reported, not trusted.
+        o.status = r.code > 0 && r.code <= static_cast<int32_t>(Status::Code::kCancelled)
+                       ? Status(static_cast<Status::Code>(r.code), r.message)
+                       : Status::Internal(fmt::format("code {}: {}", r.code, r.message));
+      }
+    }
+    if (refused.size() < pending.size()) leader_hint_.store(target);
+    pending = std::move(refused);
+    if (!pending.empty()) {
+      target = hint != 0 && replicas_.count(hint) != 0 ? hint : next_replica(target);
+      if (hint == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // election
+    }
+  }
+  for (size_t i : pending) {
+    if (out[i].status.ok()) out[i].status = Status::TimedOut("no leader accepted the proposal");
+  }
+  return out;
+}
+
 StatusOr<raft_example::NodeInfo> ExampleClusterClient::Info(uint64_t id) {
   raft_example::NodeInfo info;
   TX_RETURN_IF_ERROR(PoolFor(id)->Call([&](MultiplexedExampleClient& c) { c.Info(info); }));

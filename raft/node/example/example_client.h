@@ -40,6 +40,9 @@ struct ProposeOutcome {
   int64_t checksum = 0;
 };
 
+// The server's bound on the items of one ProposeMany call.
+inline constexpr size_t kMaxProposeManyItems = 4096;
+
 class ExampleClusterClient {
  public:
   ExampleClusterClient(std::map<uint64_t, HostPort> replicas, rpc::RpcClientOptions options = {});
@@ -47,6 +50,13 @@ class ExampleClusterClient {
   // Proposes `item`, retrying on other replicas only while no attempt may have reached a
   // leader, until `timeout`.
   ProposeOutcome Propose(const std::string& item, std::chrono::milliseconds timeout);
+
+  // Proposes every item, in one ProposeMany call per attempt (each item its own log entry),
+  // with Propose's rules per item: items a replica refused as not leader go to the leader it
+  // names; an item that may have reached a leader is never sent again. results[i] is items[i]'s
+  // outcome. At most kMaxProposeManyItems items.
+  std::vector<ProposeOutcome> ProposeMany(const std::vector<std::string>& items,
+                                          std::chrono::milliseconds timeout);
 
   StatusOr<raft_example::NodeInfo> Info(uint64_t id);
   // The whole list held by replica `id` (paged), with its checksum.

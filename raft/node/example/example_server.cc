@@ -17,8 +17,10 @@
 #include <thrift/processor/TMultiplexedProcessor.h>
 
 #include <CLI/CLI.hpp>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 
 #include "RaftExample.h"
 #include "common/failpoint.h"
@@ -40,6 +42,9 @@ using tx::raft::example::AppendLog;
 constexpr int32_t kMaxReadItems = 10000;
 // Bounds a caller-chosen timeout.
 constexpr int32_t kMaxTimeoutMs = 60'000;
+// Bounds one ProposeMany call, whose handler holds every item's result (and the node one
+// pending proposal each) until the last is applied; the RPC frame limit bounds its bytes.
+constexpr size_t kMaxProposeManyItems = 4096;
 
 int Fail(const std::string& what, const tx::Status& s) {
   spdlog::critical("{}: {}", what, s.ToString());
@@ -79,6 +84,41 @@ class ExampleHandler final : public tx::raft_example::RaftExampleIf {
     out.index = static_cast<int64_t>(r.index);
     out.position = static_cast<int64_t>(applied->position);
     out.checksum = static_cast<int64_t>(applied->checksum);
+  }
+
+  void ProposeMany(std::vector<tx::raft_example::ProposeItemResult>& out,
+                   const std::vector<std::string>& items, int32_t timeout_ms) override {
+    if (items.size() > kMaxProposeManyItems || timeout_ms <= 0 || timeout_ms > kMaxTimeoutMs) {
+      Throw(
+          tx::Status::InvalidArgument(fmt::format("{} items (max {}) or timeout {} ms out of range",
+                                                  items.size(), kMaxProposeManyItems, timeout_ms)));
+    }
+    out.assign(items.size(), {});
+    // Every item is proposed before any is waited for, so they share the leader's batches.
+    // The callbacks run on node threads; the last one wakes this handler.
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left = items.size();  // GUARDED_BY(mu)
+    const auto deadline = tx::Clock::Real()->Now() + std::chrono::milliseconds(timeout_ms);
+    for (size_t i = 0; i < items.size(); ++i) {
+      tx::raft_example::ProposeItemResult* slot = &out[i];
+      if (items[i].size() > tx::raft::example::kMaxItemBytes) {
+        slot->code = static_cast<int32_t>(tx::Status::Code::kInvalidArgument);
+        slot->message = fmt::format("item of {} bytes (max {})", items[i].size(),
+                                    tx::raft::example::kMaxItemBytes);
+        std::lock_guard lock(mu);
+        --left;
+        continue;
+      }
+      node_->ProposeAsync(items[i], deadline, [&, slot](tx::raft::ProposalResult r) {
+        Fill(r, slot);
+        std::lock_guard lock(mu);
+        if (--left == 0) cv.notify_one();
+      });
+    }
+    std::unique_lock lock(mu);
+    // Every proposal completes by its deadline (the node times it out), so this returns.
+    cv.wait(lock, [&] { return left == 0; });
   }
 
   void Read(tx::raft_example::ReadResponse& out, int64_t offset, int32_t max_items,
@@ -121,6 +161,29 @@ class ExampleHandler final : public tx::raft_example::RaftExampleIf {
   }
 
  private:
+  static void Fill(const tx::raft::ProposalResult& r, tx::raft_example::ProposeItemResult* out) {
+    if (r.status.ok()) {
+      tx::StatusOr<tx::raft::example::ApplyResult> applied =
+          tx::raft::example::DecodeApplyResult(r.result);
+      if (applied.ok()) {
+        out->index = static_cast<int64_t>(r.index);
+        out->position = static_cast<int64_t>(applied->position);
+        out->checksum = static_cast<int64_t>(applied->checksum);
+        return;
+      }
+      out->code = static_cast<int32_t>(applied.status().code());
+      out->message = applied.status().message();
+      return;
+    }
+    out->code = static_cast<int32_t>(r.status.code());
+    out->message = r.status.message();
+    if (r.not_leader) {
+      out->not_leader = true;
+      out->leader_id = static_cast<int64_t>(r.leader.id);
+      out->leader_address = r.leader.address.host.empty() ? "" : tx::ToString(r.leader.address);
+    }
+  }
+
   tx::raft::RaftNode* const node_;
   AppendLog* const log_;
 };
