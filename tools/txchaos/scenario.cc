@@ -187,15 +187,8 @@ std::vector<Scenario> MakeScenarios() {
     s.name = "overload";
     s.description =
         "150 extra clients with short deadlines against small connection and "
-        "transaction limits: refused or timed out cleanly, memory bounded; replicas "
-        "killed and restarted meanwhile (they must reconnect and elect through full caps)";
+        "transaction limits: refused or timed out cleanly, memory bounded";
     s.overload_clients = 150;
-    // A replica restarted while clients hold every ordinary slot of the others must still
-    // reach them, and the survivors of a leader's death must still elect one (finding 1 of
-    // docs/reliability.md: the peers' slots above the cap).
-    s.kinds = {"kill:follower", "kill:leader"};
-    s.gap_ms_min = 1500;
-    s.gap_ms_max = 3000;
     s.txcoord_flags = {"--max-connections", "96"};
     s.txpart_flags = {"--max-connections", "48", "--max-transactions", "64"};
     all.push_back(s);
