@@ -6,6 +6,11 @@
 
 namespace tx::participant {
 
+namespace {
+// 100+200+400+800+1600 ms of back-off: about three seconds, several election timeouts.
+constexpr int kQuietAttempts = 5;
+}  // namespace
+
 Registrar::Registrar(std::function<Status()> register_once, Clock* clock,
                      std::chrono::milliseconds initial_backoff,
                      std::chrono::milliseconds max_backoff)
@@ -42,8 +47,13 @@ void Registrar::Loop() {
     if (s.IsInvalidArgument()) {
       spdlog::error("the coordinators refused this participant's registration: {}", s.ToString());
     } else {
-      spdlog::warn("registration with the coordinators failed, retrying in {} ms: {}",
-                   backoff.count(), s.ToString());
+      // The first few failures are the normal start-up race (the replicas are still electing
+      // a leader): not worth a warning. Past them, something is wrong and the operator should
+      // see it.
+      const bool expected = attempts_.load(std::memory_order_acquire) <= kQuietAttempts;
+      spdlog::log(expected ? spdlog::level::info : spdlog::level::warn,
+                  "registration with the coordinators failed, retrying in {} ms: {}",
+                  backoff.count(), s.ToString());
     }
     if (stop_waiter_.WaitFor(backoff)) return;  // notified: stopping
     backoff = std::min(backoff * 2, max_backoff_);
