@@ -37,9 +37,9 @@ namespace {
 struct ConnectionContext {
   // Accepted while max_connections were open: only may_use_reserved() calls are served.
   bool on_reserved_slot = false;
-  // A may_use_reserved() call was served; the connection gets idle_timeout back.
+  // A may_use_reserved() call was served; the connection gets reserved_idle_timeout.
   bool admitted = false;
-  bool idle_timeout_restored = false;
+  bool idle_timeout_set = false;
 };
 
 }  // namespace
@@ -51,7 +51,8 @@ class RpcServer::EventHandler final : public TServerEventHandler {
   explicit EventHandler(const RpcServerOptions& options)
       : max_connections_(options.max_connections),
         reserved_connections_(options.reserved_connections),
-        idle_timeout_ms_(static_cast<int>(options.idle_timeout.count())),
+        reserved_idle_timeout_ms_(static_cast<int>(
+            std::min(options.idle_timeout, options.reserved_idle_timeout).count())),
         admission_timeout_ms_(static_cast<int>(
             std::min(options.idle_timeout, options.reserved_admission_timeout).count())) {}
 
@@ -85,21 +86,21 @@ class RpcServer::EventHandler final : public TServerEventHandler {
   // Called before each request is read, with the connection's socket.
   void processContext(void* context, std::shared_ptr<TTransport> transport) override {
     auto* c = static_cast<ConnectionContext*>(context);
-    if (c == nullptr || !c->on_reserved_slot || c->idle_timeout_restored) return;
+    if (c == nullptr || !c->on_reserved_slot || c->idle_timeout_set) return;
     auto* socket = dynamic_cast<TSocket*>(transport.get());
     if (socket == nullptr) return;
     if (!c->admitted) {
       socket->setRecvTimeout(admission_timeout_ms_);
     } else {
-      socket->setRecvTimeout(idle_timeout_ms_);
-      c->idle_timeout_restored = true;
+      socket->setRecvTimeout(reserved_idle_timeout_ms_);
+      c->idle_timeout_set = true;
     }
   }
 
  private:
   const int64_t max_connections_;
   const int reserved_connections_;
-  const int idle_timeout_ms_;
+  const int reserved_idle_timeout_ms_;
   const int admission_timeout_ms_;
   std::once_flag started_once_;
   std::promise<std::string> started_;

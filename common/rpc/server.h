@@ -24,8 +24,11 @@
 // (the client sees the connection break, i.e. Unavailable, and retries later as under any
 // overload), which frees the slot at once. Until its first call is accepted such a connection
 // has reserved_admission_timeout rather than idle_timeout to send it, so connections that never
-// send a whole request cannot sit on the reserved slots either. Peers are told apart by what they
-// call, not by address, because replicas share hosts with clients (and, in tests, 127.0.0.1).
+// send a whole request cannot sit on the reserved slots either, and once admitted it is closed
+// after reserved_idle_timeout without a request (not idle_timeout): a peer's pool that grew in a
+// burst gives the reserved slots back soon after (peers' pools replace connections the server
+// closed before using them, rpc/client.h). Peers are told apart by what they call, not by
+// address, because replicas share hosts with clients (and, in tests, 127.0.0.1).
 //
 // Every server runs one request at a time per connection (Thrift's model); concurrency comes
 // from several connections, so the handler behind the processor is called from many threads at
@@ -82,6 +85,8 @@ struct RpcServerOptions {
   std::function<bool(const std::string& message_name)> may_use_reserved;
   // How long a connection on a reserved slot has to send its first call.
   std::chrono::milliseconds reserved_admission_timeout{std::chrono::seconds(5)};
+  // How long an admitted connection on a reserved slot may wait for its next request.
+  std::chrono::milliseconds reserved_idle_timeout{std::chrono::seconds(10)};
 };
 
 class RpcServer {
