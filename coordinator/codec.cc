@@ -64,7 +64,7 @@ StatusOr<coordlog::Entry> DecodeEntry(std::string_view bytes) {
   for (size_t i = 0; i < entry.commands.size(); ++i) {
     const coordlog::Command& c = entry.commands[i];
     int set = int{c.__isset.register_participant} + int{c.__isset.reserve_txids} +
-              int{c.__isset.decide} + int{c.__isset.end_transaction};
+              int{c.__isset.decide} + int{c.__isset.end_transaction} + int{c.__isset.precommit};
     if (set != 1) {
       return Status::Corruption(fmt::format(
           "coordinator log entry: command {} has {} fields set (a command type this build does "

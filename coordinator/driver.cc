@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <unordered_set>
 #include <utility>
@@ -90,6 +91,21 @@ std::string DescribeError(const api::TxError& e) {
   return fmt::format("{} ({})", e.message, static_cast<int>(e.code));
 }
 
+// The integer in a Thrift enum field, read without loading it as the enum type: a peer may send
+// any i32, and loading one outside the enum's range is undefined behaviour.
+template <typename Enum>
+int32_t RawEnum(const Enum& e) {
+  static_assert(sizeof(Enum) == sizeof(int32_t), "Thrift enums are 32-bit");
+  int32_t v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
+bool IsKnownProtocol(const api::Protocol::type& p) {
+  const int32_t v = RawEnum(p);
+  return v == api::Protocol::TWO_PHASE || v == api::Protocol::THREE_PHASE;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -103,17 +119,21 @@ enum class Phase : uint8_t {
   kDeciding,     // Decide proposed, waiting for it to be applied
   kPhaseTwo,     // outcome logged: Commit/Abort until every target acknowledged
   kEnding,       // End proposed
+  // 3PC, between the votes and the decision:
+  kPreCommitLogging,  // PreCommit proposed, waiting for it to be applied
+  kPreCommitting,     // PRECOMMIT logged: PreCommit until every YES voter acknowledged
 };
 
 struct Part {
   std::string name;
   std::string address;
   LogVote::type vote = LogVote::NONE;
-  bool failed = false;     // Prepare answered an error that counts as a refusal
-  bool in_flight = false;  // a call to it is outstanding
-  bool target = false;     // phase two must reach it
-  bool done = false;       // phase two acknowledged (or given up, for an abort)
-  int attempts = 0;        // calls in the current phase
+  bool failed = false;        // Prepare answered an error that counts as a refusal
+  bool in_flight = false;     // a call to it is outstanding
+  bool target = false;        // phase two must reach it
+  bool done = false;          // phase two acknowledged (or given up, for an abort)
+  bool precommitted = false;  // 3PC: acknowledged PreCommit (PRECOMMITTED or COMMITTED)
+  int attempts = 0;           // calls in the current phase
   TimePoint next_attempt{};
   std::string last_error;
   std::string no_reason;
@@ -232,6 +252,18 @@ class Driver::Impl {
   void AnswerWaiters(Txn& t, Outcome::type outcome, Actions& a);
   void CountOutcome(Outcome::type outcome, const char* path);
 
+  // 3PC: PRECOMMIT logged, then PreCommit at every YES voter, then COMMIT.
+  void StartPreCommit(Txn& t, Actions& a);
+  void ProposePreCommit(Txn& t, Actions& a);
+  void OnPreCommitResult(TxId txid, uint64_t epoch, uint64_t gen,
+                         StatusOr<coordlog::CommandResult> result);
+  // Continues from a PRECOMMIT record in the state (logged by this or an earlier leader).
+  void EnterPreCommitting(Txn& t, const PreCommitRecord& rec, Actions& a);
+  void ServicePreCommitting(Txn& t, Actions& a);
+  void SendPreCommit(Txn& t, size_t i, Actions& a);
+  void OnPreCommitReply(TxId txid, uint64_t epoch, uint64_t gen, size_t i,
+                        ParticipantReply<api::PreCommitResponse> reply);
+
   // Phase two and END.
   void SendPhaseTwo(Txn& t, size_t i, Actions& a);
   void OnPhaseTwoReply(TxId txid, uint64_t epoch, uint64_t gen, size_t i, Status transport,
@@ -255,6 +287,7 @@ class Driver::Impl {
 
   api::TransactionView ViewOf(const Txn& t, TimePoint now) const;
   static api::TransactionView ViewOfRecord(const TxnRecord& rec);
+  static api::TransactionView ViewOfPreCommit(const PreCommitRecord& rec);
 
   ReplicatedState* const state_;
   CommandLog* const log_;
@@ -406,13 +439,25 @@ void Driver::Impl::StepDown() {
 }
 
 size_t Driver::Impl::AdoptOrphans(Actions& a) {
-  std::vector<TxnRecord> records = state_->Read([this](const TxnStateMachine& sm) {
-    std::vector<TxnRecord> out;
+  std::vector<TxnRecord> records;
+  std::vector<PreCommitRecord> precommits;
+  state_->Read([&](const TxnStateMachine& sm) {
     for (const auto& [txid, rec] : sm.live()) {
-      if (active_.count(txid) == 0) out.push_back(rec);
+      if (active_.count(txid) == 0) records.push_back(rec);
     }
-    return out;
+    for (const auto& [txid, rec] : sm.precommitted()) {
+      if (active_.count(txid) == 0) precommits.push_back(rec);
+    }
   });
+  for (const PreCommitRecord& rec : precommits) {
+    // 3PC re-driven from PRECOMMIT: PreCommit again everywhere (participants answer the same, or
+    // what their termination round reached), then COMMIT or the adopted ABORT.
+    Txn* t = NewTxn(rec.precommit.txid, Phase::kPreCommitting, {}, kNever);
+    t->protocol = api::Protocol::THREE_PHASE;
+    t->taken_over = true;
+    ++stats_.phase_two_redriven;
+    EnterPreCommitting(*t, rec, a);
+  }
   const TimePoint now = clock_->Now();
   for (TxnRecord& rec : records) {
     std::vector<Part> parts;
@@ -438,7 +483,7 @@ size_t Driver::Impl::AdoptOrphans(Actions& a) {
     ++stats_.phase_two_redriven;
     Service(*t, a);
   }
-  return records.size();
+  return records.size() + precommits.size();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,9 +540,9 @@ Reply<api::BeginResponse> Driver::Impl::Begin(const api::BeginRequest& request) 
     std::lock_guard<std::mutex> lock(mu_);
     if (!serving_) {
       not_serving = true;
-    } else if (request.options.protocol != api::Protocol::TWO_PHASE) {
+    } else if (!IsKnownProtocol(request.options.protocol)) {
       out.error = MakeError(ErrorCode::INVALID_ARGUMENT,
-                            "only TWO_PHASE transactions are supported by this coordinator");
+                            fmt::format("unknown protocol {}", RawEnum(request.options.protocol)));
     } else if (request.options.timeout_ms < 0 ||
                request.options.timeout_ms > opt_.max_txn_timeout.count()) {
       out.error = MakeError(ErrorCode::INVALID_ARGUMENT,
@@ -623,10 +668,16 @@ void Driver::Impl::Commit(const api::CommitTransactionRequest& request,
       not_serving = true;
     } else if (request.txid <= 0) {
       answer(ErrorReply<Resp>(ErrorCode::INVALID_ARGUMENT, "txid must be > 0"));
-    } else if (request.protocol != api::Protocol::TWO_PHASE) {
+    } else if (!IsKnownProtocol(request.protocol)) {
       answer(ErrorReply<Resp>(ErrorCode::INVALID_ARGUMENT,
-                              "only TWO_PHASE transactions are supported by this coordinator"));
+                              fmt::format("unknown protocol {}", RawEnum(request.protocol))));
     } else {
+      if (active_.count(request.txid) == 0 && state_->Read([&](const TxnStateMachine& sm) {
+            return sm.Lookup(request.txid).knowledge == TxnKnowledge::kPreCommitted;
+          })) {
+        // Pre-committed by an earlier leader and not picked up yet: drive it now, and wait.
+        AdoptOrphans(a);
+      }
       std::vector<Part> parts;
       std::optional<api::TxError> bad = ResolveParticipants(request.participants, &parts);
       TxnLookup look;
@@ -719,8 +770,13 @@ void Driver::Impl::Abort(const api::AbortTransactionRequest& request,
       TxnLookup look = state_->Read([&](const TxnStateMachine& sm) {
         TxnLookup l = sm.Lookup(request.txid);
         l.record = nullptr;  // not used past the lock
+        l.precommit = nullptr;
         return l;
       });
+      if (look.knowledge == TxnKnowledge::kPreCommitted && active_.count(request.txid) == 0) {
+        // 3PC past PRECOMMIT cannot be aborted by the client: drive it and answer its outcome.
+        AdoptOrphans(a);
+      }
       auto it = active_.find(request.txid);
       if (look.outcome.has_value()) {
         decided(*look.outcome);
@@ -808,7 +864,7 @@ void Driver::Impl::GetOutcome(const api::GetOutcomeRequest& request,
       return ErrorReply<Resp>(ErrorCode::UNKNOWN_TRANSACTION,
                               fmt::format("the outcome of txid {} is no longer remembered", txid));
     }
-    if (active_.count(txid) != 0) {
+    if (active_.count(txid) != 0 || look.knowledge == TxnKnowledge::kPreCommitted) {
       resp.decision = api::Decision::PENDING;
       return ValueReply(std::move(resp));
     }
@@ -870,6 +926,7 @@ void Driver::Impl::Resolve(const api::ResolveRequest& request, Done<api::Resolve
       look = state_->Read([&](const TxnStateMachine& sm) {
         TxnLookup l = sm.Lookup(request.txid);
         l.record = nullptr;
+        l.precommit = nullptr;
         return l;
       });
     }
@@ -887,7 +944,11 @@ void Driver::Impl::Resolve(const api::ResolveRequest& request, Done<api::Resolve
       // outcome, so one that is prepared now was prepared afterwards (a stale Prepare of an
       // attempt that did not decide): abort is the only possible outcome for it.
       decided(Outcome::ABORTED);
-    } else if (auto it = active_.find(request.txid); it != active_.end() && !it->second->decided) {
+    } else if (auto it = active_.find(request.txid);
+               (it != active_.end() && !it->second->decided) ||
+               look.knowledge == TxnKnowledge::kPreCommitted) {
+      // Being decided here, or 3PC past PRECOMMIT (which only COMMIT, or the participants' own
+      // termination outcome, may follow): the answer comes with phase two.
       Resp resp;
       resp.decision = api::Decision::PENDING;
       a.push_back([done, resp] { done(ValueReply(resp)); });
@@ -928,6 +989,8 @@ void Driver::Impl::Resolve(const api::ResolveRequest& request, Done<api::Resolve
             resp.decision = ToDecision(r->outcome);
           } else if (r->code == ResultCode::FORGOTTEN) {
             resp.decision = api::Decision::ABORTED;  // see kForgotten above
+          } else if (r->code == ResultCode::PRECOMMITTED) {
+            resp.decision = api::Decision::PENDING;  // a 3PC PRECOMMIT was logged first
           } else {
             done(ErrorReply<Resp>(ErrorCode::INTERNAL, "ABORT refused: " + r->message));
             return;
@@ -1011,11 +1074,17 @@ void Driver::Impl::Schedule(Txn& t) {
       break;
     case Phase::kDeciding:
     case Phase::kEnding:
+    case Phase::kPreCommitLogging:
       if (!t.proposal_in_flight) consider(t.propose_retry_at);
       break;
     case Phase::kPhaseTwo:
       for (const Part& p : t.parts) {
         if (p.target && !p.done && !p.in_flight) consider(p.next_attempt);
+      }
+      break;
+    case Phase::kPreCommitting:
+      for (const Part& p : t.parts) {
+        if (p.target && !p.precommitted && !p.in_flight) consider(p.next_attempt);
       }
       break;
   }
@@ -1054,6 +1123,12 @@ void Driver::Impl::Service(Txn& t, Actions& a) {
     case Phase::kEnding:
       if (!t.proposal_in_flight && now >= t.propose_retry_at) ProposeEnd(t, a);
       break;
+    case Phase::kPreCommitLogging:
+      if (!t.proposal_in_flight && now >= t.propose_retry_at) ProposePreCommit(t, a);
+      break;
+    case Phase::kPreCommitting:
+      ServicePreCommitting(t, a);
+      break;
   }
   // The transaction may be gone (finished) by now.
   auto it = active_.find(txid);
@@ -1083,6 +1158,10 @@ void Driver::Impl::ServiceCollecting(Txn& t, Actions& a) {
     t.votes_done = now;
     if (all_read_only) {
       FinishUnlogged(t, Outcome::COMMITTED, ErrorCode::INTERNAL, "", "read_only", a);
+      return;
+    }
+    if (t.protocol == api::Protocol::THREE_PHASE) {
+      StartPreCommit(t, a);
       return;
     }
     StartDecision(t, Outcome::COMMITTED, Origin::CLIENT_COMMIT, static_cast<ErrorCode::type>(0), "",
@@ -1371,6 +1450,28 @@ void Driver::Impl::OnDecisionResult(TxId txid, uint64_t epoch, uint64_t gen,
           StartDecision(*t, Outcome::ABORTED, t->origin, ErrorCode::RESOURCE_EXHAUSTED,
                         "too many transactions in phase two: " + result->message, a);
           break;
+        case ResultCode::PRECOMMITTED: {
+          // An ABORT lost to a PRECOMMIT logged first (by an earlier leader, for a Commit of
+          // the same txid): the transaction goes on from there.
+          std::optional<PreCommitRecord> rec =
+              state_->Read([txid](const TxnStateMachine& sm) -> std::optional<PreCommitRecord> {
+                TxnLookup l = sm.Lookup(txid);
+                if (l.precommit == nullptr) return std::nullopt;
+                return *l.precommit;
+              });
+          if (rec.has_value()) {
+            spdlog::info("txid {}: ABORT refused, a PRECOMMIT was logged first; driving 3PC", txid);
+            EnterPreCommitting(*t, *rec, a);
+          } else if (std::optional<Outcome::type> o = state_->Read(
+                         [txid](const TxnStateMachine& sm) { return sm.Lookup(txid).outcome; });
+                     o.has_value()) {
+            OnDecided(*t, *o, a);  // decided since the refusal was applied
+          } else {
+            t->propose_retry_at = Backoff(t->proposal_attempts, opt_.retry_max);
+            Service(*t, a);
+          }
+          break;
+        }
         default:
           TX_CHECK(false, "the state machine refused decision {} for txid {}: {}",
                    OutcomeName(t->outcome), txid, result->message);
@@ -1431,6 +1532,207 @@ void Driver::Impl::OnDecided(Txn& t, Outcome::type outcome, Actions& a) {
   NextPhase(t, Phase::kPhaseTwo);
   a.push_back([] { TX_FAILPOINT("coordinator.before_phase_two"); });
   ServicePhaseTwo(t, a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3PC: PRECOMMIT
+// ---------------------------------------------------------------------------------------------
+
+void Driver::Impl::StartPreCommit(Txn& t, Actions& a) {
+  for (Part& p : t.parts) {
+    p.target = p.vote == LogVote::YES;
+    p.precommitted = false;
+  }
+  NextPhase(t, Phase::kPreCommitLogging);
+  t.proposal_attempts = 0;
+  t.propose_retry_at = TimePoint{};
+  ProposePreCommit(t, a);
+}
+
+void Driver::Impl::ProposePreCommit(Txn& t, Actions& a) {
+  coordlog::PreCommit pc;
+  pc.txid = t.txid;
+  for (const Part& p : t.parts) {
+    coordlog::Participant lp;
+    lp.name = p.name;
+    lp.address = p.address;
+    lp.vote = p.vote;
+    lp.notify = p.target;
+    pc.participants.push_back(std::move(lp));
+  }
+  pc.logged_unix_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock_->SystemNow().time_since_epoch())
+          .count();
+  coordlog::Command c;
+  c.__set_precommit(std::move(pc));
+  t.proposal_in_flight = true;
+  ++t.proposal_attempts;
+  ++stats_.precommits_proposed;
+  const TxId txid = t.txid;
+  const uint64_t epoch = epoch_;
+  const uint64_t gen = t.gen;
+  a.push_back([this, c = std::move(c), txid, epoch, gen]() mutable {
+    log_->Propose(std::move(c), [this, txid, epoch, gen](StatusOr<coordlog::CommandResult> r) {
+      OnPreCommitResult(txid, epoch, gen, std::move(r));
+    });
+  });
+}
+
+void Driver::Impl::OnPreCommitResult(TxId txid, uint64_t epoch, uint64_t gen,
+                                     StatusOr<coordlog::CommandResult> result) {
+  Actions a;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Txn* t = Find(txid, epoch, gen);
+    if (t == nullptr || t->phase != Phase::kPreCommitLogging) return;
+    t->proposal_in_flight = false;
+    // What the state holds decides, whatever the proposal's own fate.
+    TxnLookup look;
+    std::optional<PreCommitRecord> rec;
+    state_->Read([&](const TxnStateMachine& sm) {
+      look = sm.Lookup(txid);
+      if (look.precommit != nullptr) rec = *look.precommit;
+      look.record = nullptr;
+      look.precommit = nullptr;
+    });
+    if (rec.has_value()) {
+      EnterPreCommitting(*t, *rec, a);
+    } else if (look.outcome.has_value()) {
+      // Decided first (e.g. a timeout's ABORT by an earlier leader): phase two of that.
+      OnDecided(*t, *look.outcome, a);
+    } else if (result.ok() && result->code == ResultCode::RESOURCE_EXHAUSTED) {
+      // Not pre-committed, so ABORT is still allowed (and always fits).
+      StartDecision(*t, Outcome::ABORTED, Origin::CLIENT_COMMIT, ErrorCode::RESOURCE_EXHAUSTED,
+                    "too many transactions in phase two: " + result->message, a);
+    } else if (result.ok() && result->code == ResultCode::FORGOTTEN) {
+      api::TxError e = MakeError(ErrorCode::UNKNOWN_TRANSACTION,
+                                 "the outcome of this transaction is no longer remembered");
+      for (auto& w : t->commit_waiters) {
+        a.push_back([w = std::move(w), e] { w(ErrorReply<api::CommitTransactionResponse>(e)); });
+      }
+      for (auto& w : t->abort_waiters) {
+        a.push_back([w = std::move(w), e] { w(ErrorReply<api::AbortTransactionResponse>(e)); });
+      }
+      Remove(*t);
+    } else {
+      TX_CHECK(!result.ok() || result->code != ResultCode::INVALID,
+               "the state machine refused PRECOMMIT for txid {}: {}", txid, result->message);
+      spdlog::warn("txid {}: proposing PRECOMMIT failed ({}); retrying", txid,
+                   result.ok() ? result->message : result.status().ToString());
+      t->propose_retry_at = Backoff(t->proposal_attempts, opt_.retry_max);
+      Service(*t, a);
+    }
+  }
+  Run(a);
+}
+
+void Driver::Impl::EnterPreCommitting(Txn& t, const PreCommitRecord& rec, Actions& a) {
+  // The record's participants are the ones that count (a leader that took over knows no others).
+  for (const coordlog::Participant& lp : rec.precommit.participants) {
+    auto it = std::find_if(t.parts.begin(), t.parts.end(),
+                           [&](const Part& p) { return p.name == lp.name; });
+    if (it == t.parts.end()) {
+      Part p;
+      p.name = lp.name;
+      p.address = lp.address;
+      t.parts.push_back(std::move(p));
+      it = t.parts.end() - 1;
+    }
+    it->vote = lp.vote;
+    it->target = lp.notify;
+  }
+  for (Part& p : t.parts) p.precommitted = false;
+  t.protocol = api::Protocol::THREE_PHASE;
+  t.origin = Origin::CLIENT_COMMIT;
+  t.outcome = Outcome::COMMITTED;
+  NextPhase(t, Phase::kPreCommitting);
+  // Crash tests stop here: PRECOMMIT is in the log, no PreCommit has been sent.
+  a.push_back([] { TX_FAILPOINT("coordinator.after_precommit_logged"); });
+  ServicePreCommitting(t, a);
+}
+
+void Driver::Impl::ServicePreCommitting(Txn& t, Actions& a) {
+  const TimePoint now = clock_->Now();
+  bool all_acked = true;
+  for (size_t i = 0; i < t.parts.size(); ++i) {
+    Part& p = t.parts[i];
+    if (!p.target || p.precommitted) continue;
+    all_acked = false;
+    if (!p.in_flight && now >= p.next_attempt) SendPreCommit(t, i, a);
+  }
+  if (!all_acked) return;
+  // Every participant that can commit is PRECOMMITTED (durably): any termination round now
+  // commits, so COMMIT may be decided. Crash tests stop here: PRECOMMIT logged and acknowledged
+  // everywhere, no COMMIT in the log.
+  a.push_back([] { TX_FAILPOINT("coordinator.after_precommit_acknowledged"); });
+  StartDecision(t, Outcome::COMMITTED, Origin::CLIENT_COMMIT, static_cast<ErrorCode::type>(0), "",
+                a);
+}
+
+void Driver::Impl::SendPreCommit(Txn& t, size_t i, Actions& a) {
+  Part& p = t.parts[i];
+  p.in_flight = true;
+  ++p.attempts;
+  api::PreCommitRequest req;
+  req.txid = t.txid;
+  const TxId txid = t.txid;
+  const uint64_t epoch = epoch_;
+  const uint64_t gen = t.gen;
+  a.push_back([this, address = p.address, req, txid, epoch, gen, i] {
+    channel_->PreCommit(address, req,
+                        [this, txid, epoch, gen, i](ParticipantReply<api::PreCommitResponse> r) {
+                          OnPreCommitReply(txid, epoch, gen, i, std::move(r));
+                        });
+  });
+}
+
+void Driver::Impl::OnPreCommitReply(TxId txid, uint64_t epoch, uint64_t gen, size_t i,
+                                    ParticipantReply<api::PreCommitResponse> reply) {
+  Actions a;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Txn* t = Find(txid, epoch, gen);
+    if (t == nullptr || t->phase != Phase::kPreCommitting) return;
+    Part& p = t->parts[i];
+    p.in_flight = false;
+    bool restarted = false;
+    if (!reply.answered()) {
+      p.last_error =
+          reply.error.has_value() ? DescribeError(*reply.error) : reply.transport.ToString();
+      if (reply.error.has_value() && !IsRetryable(reply.error->code)) {
+        // Not prepared here, or prepared as 2PC: never expected after a YES vote for 3PC.
+        ++stats_.anomalies;
+        anomalies_counter_->Increment();
+        spdlog::error("txid {}: participant '{}' answered PreCommit with {}", txid, p.name,
+                      p.last_error);
+      }
+      p.next_attempt = Backoff(p.attempts, opt_.phase_two_retry_max);
+    } else {
+      const int32_t state = RawEnum(reply.response.state);
+      if (state == api::TxState::PRECOMMITTED || state == api::TxState::COMMITTED) {
+        p.precommitted = true;
+      } else if (state == api::TxState::ABORTED) {
+        // The participants' termination round aborted it, which it does only when none of them
+        // was PRECOMMITTED: adopt that outcome (the only ABORT allowed after PRECOMMIT).
+        spdlog::info("txid {}: '{}' reports that its termination round aborted; adopting ABORT",
+                     txid, p.name);
+        ++stats_.terminations_adopted;
+        StartDecision(*t, Outcome::ABORTED, Origin::TERMINATION, ErrorCode::ABORTED,
+                      fmt::format("the participants' termination protocol aborted it (reported "
+                                  "by '{}')",
+                                  p.name),
+                      a);
+        restarted = true;  // t may be gone (finished unlogged)
+      } else {
+        // PREPARED in a termination round (which decides; ask again), or something unexpected.
+        p.last_error = fmt::format("state {}{}", state,
+                                   reply.response.in_termination ? " in a termination round" : "");
+        p.next_attempt = Backoff(p.attempts, opt_.phase_two_retry_max);
+      }
+    }
+    if (!restarted) Service(*t, a);
+  }
+  Run(a);
 }
 
 void Driver::Impl::AnswerWaiters(Txn& t, Outcome::type outcome, Actions& a) {
@@ -1674,6 +1976,22 @@ api::TransactionView Driver::Impl::ViewOfRecord(const TxnRecord& rec) {
   return v;
 }
 
+api::TransactionView Driver::Impl::ViewOfPreCommit(const PreCommitRecord& rec) {
+  api::TransactionView v;
+  v.txid = rec.precommit.txid;
+  v.protocol = api::Protocol::THREE_PHASE;
+  v.phase = api::TransactionPhase::PRECOMMITTING;
+  for (const coordlog::Participant& p : rec.precommit.participants) {
+    api::ParticipantProgress pp;
+    pp.name = p.name;
+    pp.address = p.address;
+    pp.vote = static_cast<api::ParticipantVote::type>(p.vote);
+    pp.waiting = p.notify;
+    v.participants.push_back(std::move(pp));
+  }
+  return v;
+}
+
 api::TransactionView Driver::Impl::ViewOf(const Txn& t, TimePoint now) const {
   api::TransactionView v;
   v.txid = t.txid;
@@ -1694,6 +2012,10 @@ api::TransactionView Driver::Impl::ViewOf(const Txn& t, TimePoint now) const {
       v.phase = t.outcome == Outcome::COMMITTED ? api::TransactionPhase::COMMITTING
                                                 : api::TransactionPhase::ABORTING;
       break;
+    case Phase::kPreCommitLogging:
+    case Phase::kPreCommitting:
+      v.phase = api::TransactionPhase::PRECOMMITTING;
+      break;
   }
   if (t.decided) v.__set_decision(ToDecision(t.outcome));
   if ((t.decided || t.phase == Phase::kDeciding) && t.outcome == Outcome::ABORTED) {
@@ -1706,10 +2028,12 @@ api::TransactionView Driver::Impl::ViewOf(const Txn& t, TimePoint now) const {
     pp.address = p.address;
     pp.vote = static_cast<api::ParticipantVote::type>(p.vote);
     const bool phase_two = t.phase == Phase::kPhaseTwo || t.phase == Phase::kEnding;
-    pp.waiting = p.in_flight || (phase_two ? p.target && !p.done
-                                           : t.phase == Phase::kCollecting &&
-                                                 p.vote == LogVote::NONE && !p.failed);
-    pp.acknowledged = phase_two && p.target && p.done;
+    const bool precommitting = t.phase == Phase::kPreCommitting;
+    pp.waiting = p.in_flight || (phase_two       ? p.target && !p.done
+                                 : precommitting ? p.target && !p.precommitted
+                                                 : t.phase == Phase::kCollecting &&
+                                                       p.vote == LogVote::NONE && !p.failed);
+    pp.acknowledged = (phase_two && p.target && p.done) || (precommitting && p.precommitted);
     pp.attempts = p.attempts;
     if (!p.last_error.empty()) pp.__set_last_error(p.last_error);
     v.participants.push_back(std::move(pp));
@@ -1757,6 +2081,11 @@ Reply<api::ListTransactionsResponse> Driver::Impl::ListTransactions(
           if (active_.count(it->first) == 0)
             add(it->first, [&] { return ViewOfRecord(it->second); });
         }
+        for (auto it = sm.precommitted().upper_bound(after); it != sm.precommitted().end(); ++it) {
+          if (active_.count(it->first) == 0) {
+            add(it->first, [&] { return ViewOfPreCommit(it->second); });
+          }
+        }
       });
       if (request.include_begun) {
         for (const auto& [txid, b] : begun_) {
@@ -1802,6 +2131,7 @@ Reply<api::TransactionView> Driver::Impl::GetTransaction(
       std::optional<Resp> v = state_->Read([&](const TxnStateMachine& sm) -> std::optional<Resp> {
         TxnLookup l = sm.Lookup(request.txid);
         if (l.record != nullptr) return ViewOfRecord(*l.record);
+        if (l.precommit != nullptr) return ViewOfPreCommit(*l.precommit);
         if (l.knowledge == TxnKnowledge::kFinished) {
           Resp f;
           f.txid = request.txid;

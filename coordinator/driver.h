@@ -22,6 +22,14 @@
 //                 decision was logged.
 //   Leadership    BecomeLeader() re-drives phase two of every decided, unfinished transaction in
 //                 the state; a Commit repeated after a failover collects the votes again.
+//   3PC           (protocol THREE_PHASE) after all YES votes: PRECOMMIT is logged, PreCommit
+//                 is sent to every YES voter until each acknowledged (durably PRECOMMITTED),
+//                 and only then COMMIT is decided. Past PRECOMMIT the transaction is never
+//                 aborted by the coordinator: Resolve and GetOutcome answer PENDING, a client's
+//                 Abort waits for the outcome, and a new leader re-drives PreCommit from the
+//                 record. The one exception: a participant answers that its termination round
+//                 (run while no coordinator was reachable) aborted, and ABORT is adopted with
+//                 origin TERMINATION (docs/protocol.md proves this never contradicts a COMMIT).
 //
 // Thread-safety: every method may be called from any thread. Callbacks (the `done` arguments)
 // run without the driver's lock held, on the calling thread or on a thread of the channel or the
@@ -139,10 +147,12 @@ class Driver {
     uint64_t decisions_proposed = 0;
     uint64_t ends_proposed = 0;
     uint64_t resolves = 0;
-    uint64_t phase_two_redriven = 0;  // records taken over by BecomeLeader
-    uint64_t anomalies = 0;           // a participant contradicted a logged outcome
-    size_t active = 0;                // in memory now (past Begin)
-    size_t begun = 0;                 // begun, no Commit yet
+    uint64_t phase_two_redriven = 0;    // records taken over by BecomeLeader
+    uint64_t anomalies = 0;             // a participant contradicted a logged outcome
+    uint64_t precommits_proposed = 0;   // 3PC PRECOMMIT proposals
+    uint64_t terminations_adopted = 0;  // 3PC ABORTs adopted from a termination round
+    size_t active = 0;                  // in memory now (past Begin)
+    size_t begun = 0;                   // begun, no Commit yet
   };
   Stats GetStats() const;
 

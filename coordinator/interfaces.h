@@ -47,6 +47,9 @@ class ParticipantChannel {
                      ReplyCallback<api::AbortResponse> done) = 0;
   virtual void CommitOnePhase(const std::string& address, api::CommitOnePhaseRequest request,
                               ReplyCallback<api::CommitOnePhaseResponse> done) = 0;
+  // 3PC phase two.
+  virtual void PreCommit(const std::string& address, api::PreCommitRequest request,
+                         ReplyCallback<api::PreCommitResponse> done) = 0;
 };
 
 // The replicated log at the level of whole entries: what RaftNode (or the simulation's Raft

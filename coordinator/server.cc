@@ -160,6 +160,16 @@ void ThriftParticipantChannel::CommitOnePhase(const std::string& address,
       std::move(done));
 }
 
+void ThriftParticipantChannel::PreCommit(const std::string& address, api::PreCommitRequest request,
+                                         ReplyCallback<api::PreCommitResponse> done) {
+  RunCall<api::PreCommitResponse>(
+      pool_, pools_.get(), address,
+      [request](api::ParticipantServiceClient& c, api::PreCommitResponse& out) {
+        c.PreCommit(out, request);
+      },
+      std::move(done));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The log over RaftNode
 // ---------------------------------------------------------------------------------------------

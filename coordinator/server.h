@@ -135,6 +135,8 @@ class ThriftParticipantChannel final : public ParticipantChannel {
              ReplyCallback<api::AbortResponse> done) override;
   void CommitOnePhase(const std::string& address, api::CommitOnePhaseRequest request,
                       ReplyCallback<api::CommitOnePhaseResponse> done) override;
+  void PreCommit(const std::string& address, api::PreCommitRequest request,
+                 ReplyCallback<api::PreCommitResponse> done) override;
 
   // Calls not yet started fail with Cancelled from now on (shutdown).
   void Cancel();

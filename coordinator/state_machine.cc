@@ -69,6 +69,8 @@ StatusOr<coordlog::EntryResult> TxnStateMachine::Apply(uint64_t index,
       out.results.push_back(ApplyDecide(index, c.decide));
     } else if (c.__isset.end_transaction) {
       out.results.push_back(ApplyEnd(c.end_transaction));
+    } else if (c.__isset.precommit) {
+      out.results.push_back(ApplyPreCommit(index, c.precommit));
     } else {
       // DecodeEntry refuses such entries; one built in memory without a field is a bug.
       out.results.push_back(Result(ResultCode::INVALID, "command with no field set"));
@@ -128,17 +130,10 @@ CommandResult TxnStateMachine::ApplyDecide(uint64_t index, const coordlog::Decid
   if (!IsValidOutcome(c.outcome)) {
     return Result(ResultCode::INVALID, fmt::format("unknown outcome {}", int{c.outcome}));
   }
-  if (c.participants.size() > limits_.max_participants_per_transaction ||
-      c.reason.size() > limits_.max_reason_bytes) {
+  if (c.reason.size() > limits_.max_reason_bytes) {
     return Result(ResultCode::INVALID, "decision over a size bound");
   }
-  std::set<std::string> names;
-  for (const coordlog::Participant& p : c.participants) {
-    if (!IsValidParticipantName(p.name, limits_.max_name_bytes) ||
-        p.address.size() > limits_.max_address_bytes || !names.insert(p.name).second) {
-      return Result(ResultCode::INVALID, "bad or repeated participant in decision");
-    }
-  }
+  if (auto bad = CheckParticipants(c.participants)) return *bad;
   // First decision wins.
   if (auto it = live_.find(c.txid); it != live_.end()) {
     return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second.decision.outcome);
@@ -151,11 +146,29 @@ CommandResult TxnStateMachine::ApplyDecide(uint64_t index, const coordlog::Decid
                   fmt::format("txid {} is at or below the forgotten watermark {}", c.txid,
                               forgotten_watermark_));
   }
+  auto pre = precommitted_.find(c.txid);
+  const bool was_precommitted = pre != precommitted_.end();
+  if (was_precommitted) {
+    // Participants may be PRECOMMITTED and may commit on their own: only the participants'
+    // own termination outcome may abort it now.
+    if (c.outcome == coordlog::Outcome::ABORTED && c.origin != coordlog::Origin::TERMINATION) {
+      return Result(ResultCode::PRECOMMITTED,
+                    fmt::format("txid {} is pre-committed: ABORT only from its participants' "
+                                "termination outcome",
+                                c.txid));
+    }
+    // The record moves to live_ (or finishes) below; it held a place among the live ones.
+    precommitted_.erase(pre);
+  } else if (c.outcome == coordlog::Outcome::COMMITTED &&
+             c.protocol == api::Protocol::THREE_PHASE) {
+    return Result(ResultCode::INVALID,
+                  fmt::format("COMMIT of THREE_PHASE txid {} without PRECOMMIT", c.txid));
+  }
   if (!HasNotify(c)) {
     Finish(c.txid, c.outcome);
     return OutcomeResult(ResultCode::OK, c.outcome);
   }
-  if (live_.size() >= limits_.max_live_transactions) {
+  if (live_.size() + precommitted_.size() >= limits_.max_live_transactions && !was_precommitted) {
     if (c.outcome == coordlog::Outcome::COMMITTED) {
       return Result(ResultCode::RESOURCE_EXHAUSTED,
                     fmt::format("{} transactions are in phase two", live_.size()));
@@ -167,6 +180,49 @@ CommandResult TxnStateMachine::ApplyDecide(uint64_t index, const coordlog::Decid
   rec.decision = c;
   rec.decided_index = index;
   return OutcomeResult(ResultCode::OK, c.outcome);
+}
+
+std::optional<CommandResult> TxnStateMachine::CheckParticipants(
+    const std::vector<coordlog::Participant>& participants) const {
+  if (participants.size() > limits_.max_participants_per_transaction) {
+    return Result(ResultCode::INVALID, "decision over a size bound");
+  }
+  std::set<std::string> names;
+  for (const coordlog::Participant& p : participants) {
+    if (!IsValidParticipantName(p.name, limits_.max_name_bytes) ||
+        p.address.size() > limits_.max_address_bytes || !names.insert(p.name).second) {
+      return Result(ResultCode::INVALID, "bad or repeated participant in decision");
+    }
+  }
+  return std::nullopt;
+}
+
+CommandResult TxnStateMachine::ApplyPreCommit(uint64_t index, const coordlog::PreCommit& c) {
+  if (c.txid <= 0 || c.txid >= next_txid_) {
+    return Result(ResultCode::INVALID, fmt::format("txid {} was never issued", c.txid));
+  }
+  if (auto bad = CheckParticipants(c.participants)) return *bad;
+  if (auto it = live_.find(c.txid); it != live_.end()) {
+    return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second.decision.outcome);
+  }
+  if (auto it = finished_.find(c.txid); it != finished_.end()) {
+    return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second);
+  }
+  if (c.txid <= forgotten_watermark_) {
+    return Result(ResultCode::FORGOTTEN,
+                  fmt::format("txid {} is at or below the forgotten watermark {}", c.txid,
+                              forgotten_watermark_));
+  }
+  if (precommitted_.count(c.txid) != 0) return Result(ResultCode::OK);  // a repeated proposal
+  if (live_.size() + precommitted_.size() >= limits_.max_live_transactions) {
+    return Result(ResultCode::RESOURCE_EXHAUSTED,
+                  fmt::format("{} transactions are in phase two or pre-committed",
+                              live_.size() + precommitted_.size()));
+  }
+  PreCommitRecord& rec = precommitted_[c.txid];
+  rec.precommit = c;
+  rec.logged_index = index;
+  return Result(ResultCode::OK);
 }
 
 CommandResult TxnStateMachine::ApplyEnd(const coordlog::End& c) {
@@ -203,6 +259,11 @@ TxnLookup TxnStateMachine::Lookup(TxId txid) const {
   if (auto it = finished_.find(txid); it != finished_.end()) {
     out.knowledge = TxnKnowledge::kFinished;
     out.outcome = it->second;
+    return out;
+  }
+  if (auto it = precommitted_.find(txid); it != precommitted_.end()) {
+    out.knowledge = TxnKnowledge::kPreCommitted;
+    out.precommit = &it->second;
     return out;
   }
   if (txid <= 0 || txid >= next_txid_) {
@@ -249,6 +310,13 @@ coordlog::Snapshot TxnStateMachine::ToSnapshot() const {
     s.finished.push_back(f);
   }
   s.forgotten_watermark = forgotten_watermark_;
+  s.precommitted.reserve(precommitted_.size());
+  for (const auto& [txid, rec] : precommitted_) {
+    coordlog::TransactionPreCommit p;
+    p.precommit = rec.precommit;
+    p.logged_index = static_cast<int64_t>(rec.logged_index);
+    s.precommitted.push_back(std::move(p));
+  }
   return s;
 }
 
@@ -261,7 +329,7 @@ Status TxnStateMachine::Restore(const coordlog::Snapshot& s) {
     return bad("negative or out-of-range counter");
   }
   if (s.directory.size() > limits_.max_directory_entries ||
-      s.live.size() > limits_.max_live_transactions ||
+      s.live.size() + s.precommitted.size() > limits_.max_live_transactions ||
       s.finished.size() > limits_.max_remembered_outcomes) {
     return bad(
         fmt::format("{} participants, {} live and {} finished transactions exceed the "
@@ -298,11 +366,26 @@ Status TxnStateMachine::Restore(const coordlog::Snapshot& s) {
     }
     order.push_back(f.txid);
   }
+  std::map<TxId, PreCommitRecord> precommitted;
+  for (const coordlog::TransactionPreCommit& p : s.precommitted) {
+    const TxId txid = p.precommit.txid;
+    if (txid <= 0 || txid >= s.next_txid || p.logged_index <= 0 ||
+        p.logged_index > s.applied_index || live.count(txid) != 0 || finished.count(txid) != 0) {
+      return bad(fmt::format("bad pre-committed record for txid {}", txid));
+    }
+    if (!precommitted.empty() && precommitted.rbegin()->first >= txid) {
+      return bad(fmt::format("pre-committed records out of order at txid {}", txid));
+    }
+    PreCommitRecord& rec = precommitted[txid];
+    rec.precommit = p.precommit;
+    rec.logged_index = static_cast<uint64_t>(p.logged_index);
+  }
   applied_index_ = static_cast<uint64_t>(s.applied_index);
   next_txid_ = s.next_txid;
   directory_ = std::move(directory);
   directory_version_ = s.directory_version;
   live_ = std::move(live);
+  precommitted_ = std::move(precommitted);
   finished_ = std::move(finished);
   finished_order_ = std::move(order);
   forgotten_watermark_ = s.forgotten_watermark;

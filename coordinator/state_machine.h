@@ -4,6 +4,8 @@
 // It holds
 //   * the decided, unfinished transactions ("live" records): txid -> the first Decide for it,
 //     kept until END (phase two acknowledged everywhere);
+//   * the pre-committed, undecided 3PC transactions: txid -> its PreCommit, kept until a
+//     Decide for it is applied;
 //   * the outcomes of recently finished transactions, bounded (the oldest are forgotten, and
 //     the largest forgotten txid is remembered as a watermark);
 //   * the participant directory (name -> "host:port") and its version;
@@ -23,6 +25,11 @@
 //     ABORT never is: it finishes at once instead (presumed abort lets phase two of an abort
 //     be best effort).
 //   * END of a txid that has no live record is a no-op (UNKNOWN_TRANSACTION).
+//   * 3PC: a PreCommit of an undecided txid records it as pre-committed (again: OK, no change);
+//     of a decided one changes nothing (ALREADY_DECIDED). A Decide ABORT of a pre-committed
+//     txid is refused (PRECOMMITTED) unless its origin is TERMINATION; a Decide COMMIT of a
+//     THREE_PHASE txid that is not pre-committed is refused (INVALID): 3PC commits only after
+//     PRECOMMIT. A PreCommit counts against max_live_transactions like a live record.
 //   * Invalid commands (txid never issued, bad names, over a bound) change nothing (INVALID).
 //
 // Pure and deterministic: no I/O, clock or randomness; replicas that apply the same entries
@@ -40,6 +47,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "common/status.h"
 #include "coordinator_log_types.h"
@@ -71,19 +79,27 @@ struct TxnRecord {
   uint64_t decided_index = 0;  // Raft index of the entry holding the decision
 };
 
+// A 3PC transaction pre-committed and not yet decided.
+struct PreCommitRecord {
+  coordlog::PreCommit precommit;
+  uint64_t logged_index = 0;  // Raft index of the entry holding the PreCommit
+};
+
 // What the state knows about one txid.
 enum class TxnKnowledge : uint8_t {
-  kLive,         // decided, phase two not finished; record available
-  kFinished,     // decided and ended; outcome remembered
-  kForgotten,    // at or below the watermark and not remembered: may have finished either way
-  kNeverIssued,  // txid <= 0 or not yet covered by any reserved block
-  kUndecided,    // issued, and no decision in the log
+  kLive,          // decided, phase two not finished; record available
+  kFinished,      // decided and ended; outcome remembered
+  kForgotten,     // at or below the watermark and not remembered: may have finished either way
+  kNeverIssued,   // txid <= 0 or not yet covered by any reserved block
+  kUndecided,     // issued, and no decision in the log
+  kPreCommitted,  // 3PC: PRECOMMIT logged, no decision yet; precommit available
 };
 
 struct TxnLookup {
   TxnKnowledge knowledge = TxnKnowledge::kUndecided;
   std::optional<coordlog::Outcome::type> outcome;  // kLive and kFinished
   const TxnRecord* record = nullptr;               // kLive; valid until the next Apply/Restore
+  const PreCommitRecord* precommit = nullptr;      // kPreCommitted; valid as `record`
 };
 
 class TxnStateMachine {
@@ -98,6 +114,7 @@ class TxnStateMachine {
   TxnLookup Lookup(TxId txid) const;
 
   const std::map<TxId, TxnRecord>& live() const { return live_; }
+  const std::map<TxId, PreCommitRecord>& precommitted() const { return precommitted_; }
   // name -> address, in name order.
   const std::map<std::string, std::string>& directory() const { return directory_; }
   std::optional<std::string> AddressOf(const std::string& name) const;
@@ -118,6 +135,10 @@ class TxnStateMachine {
   coordlog::CommandResult ApplyReserve(const coordlog::ReserveTxIds& c);
   coordlog::CommandResult ApplyDecide(uint64_t index, const coordlog::Decide& c);
   coordlog::CommandResult ApplyEnd(const coordlog::End& c);
+  coordlog::CommandResult ApplyPreCommit(uint64_t index, const coordlog::PreCommit& c);
+  // Checks a participant list of a Decide or PreCommit; an error result when it is bad.
+  std::optional<coordlog::CommandResult> CheckParticipants(
+      const std::vector<coordlog::Participant>& participants) const;
   // Remembers txid's outcome among the finished ones, forgetting the oldest past the bound.
   void Finish(TxId txid, coordlog::Outcome::type outcome);
 
@@ -128,6 +149,7 @@ class TxnStateMachine {
   std::map<std::string, std::string> directory_;
   int64_t directory_version_ = 0;
   std::map<TxId, TxnRecord> live_;
+  std::map<TxId, PreCommitRecord> precommitted_;
   std::unordered_map<TxId, coordlog::Outcome::type> finished_;
   std::deque<TxId> finished_order_;  // oldest first; the keys of finished_
   TxId forgotten_watermark_ = 0;

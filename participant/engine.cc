@@ -115,6 +115,8 @@ struct ParticipantImpl::Txn {
   // a transaction it has not seen.
   std::atomic<uint64_t> start_seq{0};
   std::atomic<bool> abort_requested{false};
+  // 3PC: joined a termination round (durable in the prepared record's state). Written under mu.
+  std::atomic<bool> in_termination{false};
 
   // GUARDED_BY(mu)
   std::string changeset;
@@ -229,7 +231,8 @@ Status ParticipantImpl::Init() {
             r.txid, blocker, DescribeLockKey(l.key)));
       }
     }
-    txn->state.store(TxnState::kPrepared);
+    txn->state.store(r.precommitted ? TxnState::kPreCommitted : TxnState::kPrepared);
+    txn->in_termination.store(r.in_termination);
     txn->rows.store(CountChanges(r.changeset));
     txn->changeset_bytes.store(static_cast<int64_t>(r.changeset.size()));
     txn->changeset = std::move(r.changeset);
@@ -318,7 +321,8 @@ void ParticipantImpl::Touch(Txn& txn) {
 
 void ParticipantImpl::FinishLocked(Txn& txn, Finished finished) {
   TxnState before = txn.state.load();
-  TX_CHECK(before == TxnState::kActive || before == TxnState::kPrepared,
+  TX_CHECK(before == TxnState::kActive || before == TxnState::kPrepared ||
+               (before == TxnState::kPreCommitted && finished.state == TxnState::kCommitted),
            "finishing transaction {} in state {}", txn.id, TxnStateName(before));
   TX_CHECK(finished.state == TxnState::kCommitted || finished.state == TxnState::kAborted,
            "finishing transaction {} into state {}", txn.id, TxnStateName(finished.state));
@@ -410,6 +414,7 @@ Result<std::vector<ResultSet>> ParticipantImpl::Execute(TxId txid,
     case TxnState::kActive:
       break;
     case TxnState::kPrepared:
+    case TxnState::kPreCommitted:
       return Error{ErrorCode::kWrongState,
                    fmt::format("transaction {} is prepared; it takes no more statements", txid)};
     default: {
@@ -592,6 +597,7 @@ Result<Vote> ParticipantImpl::Prepare(TxId txid, const TxnInfo* info) {
   std::lock_guard<std::mutex> lock(txn->mu);
   switch (txn->state.load()) {
     case TxnState::kPrepared:
+    case TxnState::kPreCommitted:
       return Vote{Vote::Kind::kYes, ErrorCode::kInternal, ""};
     case TxnState::kActive:
       break;
@@ -678,6 +684,7 @@ Result<> ParticipantImpl::Commit(TxId txid) {
   std::lock_guard<std::mutex> lock(txn->mu);
   switch (txn->state.load()) {
     case TxnState::kPrepared:
+    case TxnState::kPreCommitted:
       break;
     case TxnState::kActive:
       return Error{
@@ -712,6 +719,7 @@ Result<> ParticipantImpl::Abort(TxId txid) {
       // idle timeout.
       Finished aborted;
       aborted.reason = "aborted before it began here";
+      aborted.presumed = true;
       Remember(txid, std::move(aborted));
     }
     return Unit{};  // aborted, read-only, or unknown: presumed abort
@@ -731,6 +739,12 @@ Result<> ParticipantImpl::Abort(TxId txid) {
       (void)AbortLocked(*txn, ErrorCode::kAborted, "aborted by the coordinator after prepare");
       return Unit{};
     }
+    case TxnState::kPreCommitted:
+      // Every participant voted YES and a coordinator logged PRECOMMIT: no one may abort it
+      // (a termination round aborts only when nobody is PRECOMMITTED).
+      txn->abort_requested.store(false);
+      return Error{ErrorCode::kWrongState,
+                   fmt::format("transaction {} is PRECOMMITTED; it cannot abort", txid)};
     case TxnState::kCommitted: {
       std::optional<Finished> f = FindFinished(txid);
       if (f.has_value() && f->read_only) return Unit{};
@@ -772,6 +786,11 @@ Result<OnePhaseOutcome> ParticipantImpl::CommitOnePhase(TxId txid) {
       FinishLocked(*txn, std::move(f));
       return OnePhaseOutcome{true, ErrorCode::kInternal, ""};
     }
+    case TxnState::kPreCommitted:
+      return Error{ErrorCode::kWrongState,
+                   fmt::format("transaction {} is PRECOMMITTED (3PC); CommitOnePhase does not "
+                               "apply",
+                               txid)};
     default:
       return answer_finished(FindFinished(txid).value_or(Finished{}));
   }
@@ -797,6 +816,126 @@ Result<OnePhaseOutcome> ParticipantImpl::CommitOnePhase(TxId txid) {
   return r;
 }
 
+// ---- 3PC: PreCommit and the termination protocol
+
+int ParticipantImpl::StoredState(bool precommitted, bool in_termination) {
+  return (precommitted ? kStoredPreCommitted : kStoredPrepared) |
+         (in_termination ? kStoredInTermination : 0);
+}
+
+ThreePhaseState ParticipantImpl::FinishedThreePhaseState(TxId txid) {
+  ThreePhaseState out;
+  std::optional<Finished> f = FindFinished(txid);
+  // A read-only participant finished without a vote that counts: it has no say (UNKNOWN).
+  if (f.has_value() && !f->read_only && !f->presumed) out.state = f->state;
+  return out;
+}
+
+Result<ThreePhaseState> ParticipantImpl::PreCommit(TxId txid, PreCommitSource source) {
+  if (txid <= 0) {
+    return Error{ErrorCode::kInvalidArgument, fmt::format("txid must be positive, got {}", txid)};
+  }
+  std::shared_ptr<Txn> txn = FindTxn(txid);
+  if (txn == nullptr) {
+    ThreePhaseState s = FinishedThreePhaseState(txid);
+    if (s.state == TxnState::kUnknown) {
+      return Error{ErrorCode::kUnknownTransaction,
+                   fmt::format("PreCommit of transaction {}, which was never prepared here (or "
+                               "whose outcome was forgotten)",
+                               txid)};
+    }
+    return s;  // COMMITTED or ABORTED (by a termination round, or the coordinator)
+  }
+  std::lock_guard<std::mutex> lock(txn->mu);
+  ThreePhaseState out;
+  out.in_termination = txn->in_termination.load();
+  switch (txn->state.load()) {
+    case TxnState::kPreCommitted:
+      out.state = TxnState::kPreCommitted;
+      return out;
+    case TxnState::kPrepared:
+      break;
+    case TxnState::kActive:
+      return Error{ErrorCode::kWrongState,
+                   fmt::format("PreCommit of transaction {}, which is not prepared", txid)};
+    default:
+      return FinishedThreePhaseState(txid);
+  }
+  {
+    std::lock_guard<std::mutex> info_lock(txn->info_mu);
+    if (!txn->info.has_value() || txn->info->protocol != Protocol::kThreePhase) {
+      return Error{
+          ErrorCode::kWrongState,
+          fmt::format("PreCommit of transaction {}, which was prepared as TWO_PHASE", txid)};
+    }
+  }
+  if (out.in_termination && source == PreCommitSource::kCoordinator) {
+    // This participant told a termination round that it is only PREPARED; that round may
+    // abort, so only the round may move it now.
+    out.state = TxnState::kPrepared;
+    return out;
+  }
+  Result<> r = writer_->SetPreparedState(txid, StoredState(true, out.in_termination));
+  if (!r.ok()) return r.error();  // still prepared; the sender retries
+  txn->state.store(TxnState::kPreCommitted);
+  txn->state_since_ns.store(clock_->Now().time_since_epoch().count());
+  votes_->WithLabels({"precommitted"})->Increment();
+  out.state = TxnState::kPreCommitted;
+  return out;
+}
+
+Result<ThreePhaseState> ParticipantImpl::TerminationState(TxId txid, bool join) {
+  if (txid <= 0) {
+    return Error{ErrorCode::kInvalidArgument, fmt::format("txid must be positive, got {}", txid)};
+  }
+  std::shared_ptr<Txn> txn = FindTxn(txid);
+  if (txn == nullptr) {
+    ThreePhaseState s = FinishedThreePhaseState(txid);
+    if (join && !FindFinished(txid).has_value()) {
+      // Unknown here: presumed abort, remembered (in memory) so that a late Execute cannot
+      // begin it. Not durably: "unknown" is also what a read-only participant that restarted,
+      // or one that forgot an old outcome, knows, and the transaction may have committed
+      // elsewhere; it has no say (UNKNOWN) in this round or later ones.
+      Result<> r = Abort(txid);
+      if (!r.ok()) return r.error();
+    }
+    return s;
+  }
+  if (join && txn->state.load() == TxnState::kActive) {
+    // Not yet prepared: it may still abort unilaterally, and must, durably, so that the state
+    // the round collects cannot change behind it (a late Prepare now votes NO, even after a
+    // restart).
+    Result<> r = Abort(txid);
+    if (!r.ok()) return r.error();
+    r = writer_->RecordAborted(txid);
+    if (!r.ok()) return r.error();
+    return FinishedThreePhaseState(txid);
+  }
+  std::lock_guard<std::mutex> lock(txn->mu);
+  ThreePhaseState out;
+  const TxnState st = txn->state.load();
+  if (st != TxnState::kPrepared && st != TxnState::kPreCommitted) {
+    return st == TxnState::kActive ? ThreePhaseState{TxnState::kActive, false}
+                                   : FinishedThreePhaseState(txid);
+  }
+  out.state = st;
+  bool three_phase;
+  {
+    std::lock_guard<std::mutex> info_lock(txn->info_mu);
+    three_phase = txn->info.has_value() && txn->info->protocol == Protocol::kThreePhase;
+  }
+  if (join && three_phase && !txn->in_termination.load()) {
+    // Durable before the answer: a restart must not forget that this participant is bound to
+    // the round (it would accept a coordinator's PreCommit the round does not know about).
+    Result<> r = writer_->SetPreparedState(txid, StoredState(st == TxnState::kPreCommitted, true));
+    if (!r.ok()) return r.error();
+    txn->in_termination.store(true);
+    spdlog::info("transaction {}: joined a termination round as {}", txid, TxnStateName(st));
+  }
+  out.in_termination = txn->in_termination.load();
+  return out;
+}
+
 // ---- status
 
 TxnStatus ParticipantImpl::StatusOf(Txn& txn) {
@@ -808,6 +947,7 @@ TxnStatus ParticipantImpl::StatusOf(Txn& txn) {
   s.locks_held = static_cast<int64_t>(locks_.HeldCount(txn.id));
   s.state_age_ms =
       Millis(clock_->Now() - Clock::TimePoint(Clock::Duration(txn.state_since_ns.load())));
+  s.in_termination = txn.in_termination.load();
   std::lock_guard<std::mutex> lock(txn.info_mu);
   s.info = txn.info;
   return s;
@@ -832,7 +972,10 @@ std::vector<TxnStatus> ParticipantImpl::ListPrepared(TxId after, size_t limit, b
   {
     std::lock_guard<std::mutex> lock(txns_mu_);
     for (const auto& [txid, txn] : txns_) {
-      if (txid > after && txn->state.load() == TxnState::kPrepared) prepared.push_back(txn);
+      const TxnState st = txn->state.load();
+      if (txid > after && (st == TxnState::kPrepared || st == TxnState::kPreCommitted)) {
+        prepared.push_back(txn);
+      }
     }
   }
   std::sort(prepared.begin(), prepared.end(),
@@ -851,7 +994,8 @@ std::vector<TxId> ParticipantImpl::InDoubt(Clock::Duration min_age) {
   {
     std::lock_guard<std::mutex> lock(txns_mu_);
     for (const auto& [txid, txn] : txns_) {
-      if (txn->state.load() != TxnState::kPrepared) continue;
+      const TxnState st = txn->state.load();
+      if (st != TxnState::kPrepared && st != TxnState::kPreCommitted) continue;
       int64_t since = txn->state_since_ns.load();
       if (now_ns - since >= min_age.count()) found.emplace_back(since, txid);
     }
@@ -868,7 +1012,8 @@ Stats ParticipantImpl::GetStats() {
   {
     std::lock_guard<std::mutex> lock(txns_mu_);
     for (const auto& [txid, txn] : txns_) {
-      if (txn->state.load() == TxnState::kPrepared) {
+      const TxnState st = txn->state.load();
+      if (st == TxnState::kPrepared || st == TxnState::kPreCommitted) {
         ++s.prepared_transactions;
       } else {
         ++s.active_transactions;

@@ -41,6 +41,8 @@ class ParticipantImpl final : public Participant {
   Result<> Commit(TxId txid) override;
   Result<> Abort(TxId txid) override;
   Result<OnePhaseOutcome> CommitOnePhase(TxId txid) override;
+  Result<ThreePhaseState> PreCommit(TxId txid, PreCommitSource source) override;
+  Result<ThreePhaseState> TerminationState(TxId txid, bool join) override;
   Result<TxnStatus> GetStatus(TxId txid) override;
   std::vector<TxnStatus> ListPrepared(TxId after, size_t limit, bool* more) override;
   std::vector<TxId> InDoubt(Clock::Duration min_age) override;
@@ -53,6 +55,9 @@ class ParticipantImpl final : public Participant {
   struct Finished {
     TxnState state = TxnState::kAborted;  // kCommitted or kAborted
     bool read_only = false;
+    // Aborted only by presumption (an Abort or a termination round's question about a txid
+    // never seen here): no vote was ever given, so in a termination round it has no say.
+    bool presumed = false;
     ErrorCode code = ErrorCode::kAborted;
     std::string reason;
   };
@@ -80,6 +85,10 @@ class ParticipantImpl final : public Participant {
   // Adds to the bounded in-memory record of finished transactions.
   void Remember(TxId txid, Finished finished);
   Error FinishedError(TxId txid, const Finished& f);
+  // The 3PC state of a transaction that is not live: from its remembered outcome.
+  ThreePhaseState FinishedThreePhaseState(TxId txid);
+  // The stored state of a prepared transaction (writer.h: kStoredPrepared ...).
+  static int StoredState(bool precommitted, bool in_termination);
   TxnStatus StatusOf(Txn& txn);
   void Touch(Txn& txn);
 

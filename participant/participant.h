@@ -17,6 +17,9 @@
 //    recorded outcome.
 //  - On Open, prepared transactions come back with their locks and wait for their outcome
 //    (participant/resolver.h asks the coordinators).
+//  - 3PC (docs/participant.md, "Three-phase commit"): PreCommit makes PRECOMMITTED durable;
+//    TerminationState answers (and with join, durably records joining) a termination round,
+//    which participant/termination.h runs when no coordinator is reachable.
 
 #pragma once
 
@@ -150,7 +153,7 @@ enum class TxnState : uint8_t {
   kUnknown = 0,
   kActive = 1,
   kPrepared = 2,
-  kPreCommitted = 3,  // reserved for 3PC
+  kPreCommitted = 3,  // 3PC: told that everyone voted YES; durable
   kCommitted = 4,
   kAborted = 5,
 };
@@ -166,6 +169,21 @@ struct TxnStatus {
   int64_t locks_held = 0;
   int64_t state_age_ms = 0;  // 0 when unknown
   std::string abort_reason;
+  bool in_termination = false;  // 3PC: joined a termination round (durable)
+};
+
+// A 3PC transaction's state as PreCommit and TerminationState answer it. state is UNKNOWN also
+// for a transaction that finished here read-only (it has no say in a termination round).
+struct ThreePhaseState {
+  TxnState state = TxnState::kUnknown;
+  bool in_termination = false;
+};
+
+// Who sends a PreCommit.
+enum class PreCommitSource : uint8_t {
+  kCoordinator,       // refused (state PREPARED, in_termination) once the transaction joined a
+                      // termination round
+  kTerminationRound,  // a round's backup that saw a PRECOMMITTED participant: always accepted
 };
 
 struct Options {
@@ -260,14 +278,27 @@ class Participant {
   // Validates and commits in one durable step (single writing participant).
   virtual Result<OnePhaseOutcome> CommitOnePhase(TxId txid) = 0;
 
+  // 3PC phase two: a prepared THREE_PHASE transaction becomes PRECOMMITTED, durably, before
+  // this returns. Idempotent. Answers the state afterwards (see PreCommitSource for the refusal;
+  // COMMITTED or ABORTED when a termination round already finished it). WRONG_STATE for an
+  // active or TWO_PHASE transaction, UNKNOWN_TRANSACTION for one never prepared here.
+  virtual Result<ThreePhaseState> PreCommit(TxId txid, PreCommitSource source) = 0;
+
+  // 3PC termination protocol: this participant's state of txid. With `join`: a prepared or
+  // pre-committed THREE_PHASE transaction durably records that it joined a round (before this
+  // returns); an active one aborts (allowed before the vote); an unknown txid is remembered as
+  // aborted (presumed abort), so that a late Execute cannot start it.
+  virtual Result<ThreePhaseState> TerminationState(TxId txid, bool join) = 0;
+
   virtual Result<TxnStatus> GetStatus(TxId txid) = 0;
 
-  // Prepared transactions with txid > after, in txid order, at most `limit`; *more is set
-  // when further ones exist.
+  // Prepared (and pre-committed) transactions with txid > after, in txid order, at most
+  // `limit`; *more is set when further ones exist.
   virtual std::vector<TxnStatus> ListPrepared(TxId after, size_t limit, bool* more) = 0;
 
-  // Prepared transactions that have waited at least `min_age` for their outcome (all of them
-  // with min_age 0), oldest first. Recovered transactions count as waiting since Open.
+  // Prepared (and pre-committed) transactions that have waited at least `min_age` for their
+  // outcome (all of them with min_age 0), oldest first. Recovered transactions count as waiting
+  // since Open.
   virtual std::vector<TxId> InDoubt(Clock::Duration min_age) = 0;
 
   virtual Stats GetStats() = 0;

@@ -140,6 +140,7 @@ api::TransactionStatus ToApi(const TxnStatus& s) {
   out.locks_held = s.locks_held;
   out.state_age_ms = s.state_age_ms;
   if (!s.abort_reason.empty()) out.__set_abort_reason(s.abort_reason);
+  out.in_termination = s.in_termination;
   return out;
 }
 
@@ -208,6 +209,26 @@ void ParticipantServiceHandler::CommitOnePhase(api::CommitOnePhaseResponse& out,
     out.__set_reason_code(static_cast<api::ErrorCode::type>(o.reason_code));
     out.__set_reason(o.reason);
   }
+}
+
+void ParticipantServiceHandler::PreCommit(api::PreCommitResponse& out,
+                                          const api::PreCommitRequest& request) {
+  ThreePhaseState s = ValueOrThrow(participant_->PreCommit(
+      request.txid, request.from_termination ? PreCommitSource::kTerminationRound
+                                             : PreCommitSource::kCoordinator));
+  out.state = ToApi(s.state);
+  out.in_termination = s.in_termination;
+}
+
+void ParticipantServiceHandler::TerminationState(api::TerminationStateResponse& out,
+                                                 const api::TerminationStateRequest& request) {
+  ThreePhaseState s = ValueOrThrow(participant_->TerminationState(request.txid, request.join));
+  if (!request.join && termination_probe_hook_ &&
+      (s.state == TxnState::kPrepared || s.state == TxnState::kPreCommitted)) {
+    termination_probe_hook_(request.txid);
+  }
+  out.state = ToApi(s.state);
+  out.in_termination = s.in_termination;
 }
 
 void ParticipantServiceHandler::Status(api::TransactionStatus& out,

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -29,12 +30,22 @@ class ParticipantServiceHandler final : public api::ParticipantServiceIf {
   // `participant` must outlive the handler.
   explicit ParticipantServiceHandler(Participant* participant);
 
+  // Called with the txid of every TerminationState probe (join = false) that this participant
+  // answered, so that its own termination protocol runs a round too (termination.h). Set before
+  // the server starts.
+  void set_termination_probe_hook(std::function<void(TxId)> hook) {
+    termination_probe_hook_ = std::move(hook);
+  }
+
   void Execute(api::ExecuteResponse& out, const api::ExecuteRequest& request) override;
   void Prepare(api::PrepareResponse& out, const api::PrepareRequest& request) override;
   void Commit(api::CommitResponse& out, const api::CommitRequest& request) override;
   void Abort(api::AbortResponse& out, const api::AbortRequest& request) override;
   void CommitOnePhase(api::CommitOnePhaseResponse& out,
                       const api::CommitOnePhaseRequest& request) override;
+  void PreCommit(api::PreCommitResponse& out, const api::PreCommitRequest& request) override;
+  void TerminationState(api::TerminationStateResponse& out,
+                        const api::TerminationStateRequest& request) override;
   void Status(api::TransactionStatus& out, const api::StatusRequest& request) override;
   void ListPrepared(api::ListPreparedResponse& out,
                     const api::ListPreparedRequest& request) override;
@@ -42,6 +53,7 @@ class ParticipantServiceHandler final : public api::ParticipantServiceIf {
 
  private:
   Participant* const participant_;
+  std::function<void(TxId)> termination_probe_hook_;  // constant once serving
 };
 
 // The integer in an enum field of a Thrift struct, read without loading it as the enum type:

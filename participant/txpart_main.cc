@@ -18,6 +18,7 @@
 #include <thrift/TProcessor.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -37,6 +38,7 @@
 #include "participant/registrar.h"
 #include "participant/resolver.h"
 #include "participant/service.h"
+#include "participant/termination.h"
 
 namespace {
 
@@ -45,6 +47,15 @@ int Fail(const std::string& what, const tx::Status& s) {
   spdlog::shutdown();
   return 1;
 }
+
+// For an agent started without --coordinators: none is ever reachable, so 3PC transactions in
+// doubt go to the termination protocol after its timeout.
+class NoCoordinators final : public tx::participant::OutcomeSource {
+ public:
+  tx::StatusOr<Decision> Resolve(tx::participant::TxId) override {
+    return tx::Status::Unavailable("no --coordinators configured");
+  }
+};
 
 tx::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -62,6 +73,7 @@ int main(int argc, char** argv) {
   std::string init_sql_file;
   int64_t lock_timeout_ms = 5000, idle_timeout_ms = 60000, resolve_after_ms = 10000;
   int64_t statement_timeout_ms = 10000;
+  int64_t termination_timeout_ms = 5000, termination_probe_after_ms = 1000;
   size_t max_transactions = 4096;
   uint32_t max_request_bytes = tx::rpc::kDefaultMaxMessageBytes;
   int max_connections = 256;
@@ -94,6 +106,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, int64_t{3600000}));
   app.add_option("--resolve-after-ms", resolve_after_ms,
                  "ask the coordinators about a prepared transaction whose outcome is this late")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400000}));
+  app.add_option("--termination-timeout-ms", termination_timeout_ms,
+                 "3PC: when no coordinator has answered about an in-doubt THREE_PHASE "
+                 "transaction for this long, finish it with the other participants (termination "
+                 "protocol)")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400000}));
+  app.add_option("--termination-probe-after-ms", termination_probe_after_ms,
+                 "3PC: start asking the coordinators about an in-doubt THREE_PHASE transaction "
+                 "this late")
       ->check(CLI::Range(int64_t{1}, int64_t{86400000}));
   app.add_option("--max-transactions", max_transactions, "live transactions at most")
       ->check(CLI::Range(size_t{1}, size_t{1000000}));
@@ -161,7 +182,35 @@ int main(int argc, char** argv) {
     spdlog::info("metrics on http://{}/metrics", metrics->address());
   }
 
+  // 3PC termination protocol: its own coordinator client and peer connections (both used from
+  // its thread only).
+  std::unique_ptr<tx::participant::OutcomeSource> termination_source;
+  if (coordinator_list.empty()) {
+    termination_source = std::make_unique<NoCoordinators>();
+  } else {
+    termination_source =
+        std::make_unique<tx::participant::CoordinatorOutcomeSource>(coordinator_list, name);
+  }
+  tx::rpc::RpcClientOptions peer_options;
+  // A round asks every peer in turn: a dead one must not hold it up for long.
+  peer_options.connect_timeout = std::chrono::milliseconds(500);
+  peer_options.recv_timeout = std::chrono::milliseconds(2000);
+  peer_options.send_timeout = std::chrono::milliseconds(2000);
+  peer_options.max_connections = 4;
+  tx::participant::ThriftPeerChannel peer_channel(name, peer_options);
+  tx::participant::TerminatorOptions terminator_options;
+  terminator_options.termination_timeout = std::chrono::milliseconds(termination_timeout_ms);
+  terminator_options.probe_after = std::chrono::milliseconds(termination_probe_after_ms);
+  terminator_options.retry_interval =
+      std::chrono::milliseconds(std::clamp<int64_t>(termination_timeout_ms / 10, 50, 1000));
+  terminator_options.poll_interval =
+      std::chrono::milliseconds(std::clamp<int64_t>(termination_timeout_ms / 20, 20, 200));
+  tx::participant::Terminator terminator(participant->get(), name, termination_source.get(),
+                                         &peer_channel, terminator_options, tx::Clock::Real());
+
   auto handler = std::make_shared<tx::participant::ParticipantServiceHandler>(participant->get());
+  handler->set_termination_probe_hook(
+      [&terminator](tx::participant::TxId txid) { terminator.NoteProbe(txid); });
   tx::rpc::RpcServerOptions server_options;
   server_options.name = "txpart-" + name;
   server_options.listen = *listen_at;
@@ -214,6 +263,8 @@ int main(int argc, char** argv) {
     spdlog::warn("no --coordinators: prepared transactions wait for the coordinator to call");
   }
 
+  terminator.Start();
+
   spdlog::info("participant {} serving {} on {}", name, db, (*server)->address());
   std::printf("listening on %s\n", tx::ToString((*server)->address()).c_str());
   std::fflush(stdout);
@@ -222,6 +273,7 @@ int main(int argc, char** argv) {
   spdlog::info("shutting down ({})", tx::ShutdownSignal::Process().reason());
   if (registrar) registrar->Stop();
   if (resolver) resolver->Stop();
+  terminator.Stop();
   (*server)->Stop();  // waits for running calls
   if (metrics) metrics->Stop();
   participant->reset();

@@ -62,7 +62,15 @@ void OnRowUpdated(void* arg, int op, const char* db, const char* table, sqlite3_
 }  // namespace
 
 struct Writer::Job {
-  enum class Kind { kCapture, kPrepare, kCommit, kOnePhase, kAbortPrepared };
+  enum class Kind {
+    kCapture,
+    kPrepare,
+    kCommit,
+    kOnePhase,
+    kAbortPrepared,
+    kSetState,
+    kRecordAborted
+  };
   explicit Job(Kind k) : kind(k) {}
 
   const Kind kind;
@@ -72,6 +80,7 @@ struct Writer::Job {
   const std::vector<Statement>* statements = nullptr;
   const TxnInfo* info = nullptr;
   const std::vector<LockRequest>* locks = nullptr;
+  int stored_state = 0;  // kSetState
 
   // Outputs.
   std::optional<Error> error;
@@ -192,7 +201,13 @@ StatusOr<std::vector<PreparedRecord>> Writer::LoadPrepared() {
           fmt::format("prepared transaction {} in {}: {}", r.txid, kPreparedTable, what));
     };
     if (r.txid <= 0) return corrupt("txid is not positive");
-    if (state != kStoredPrepared) return corrupt(fmt::format("unknown state {}", state));
+    const int base = state & kStoredStateMask;
+    if ((base != kStoredPrepared && base != kStoredPreCommitted) ||
+        (state & ~(kStoredStateMask | kStoredInTermination)) != 0) {
+      return corrupt(fmt::format("unknown state {}", state));
+    }
+    r.precommitted = base == kStoredPreCommitted;
+    r.in_termination = (state & kStoredInTermination) != 0;
     StatusOr<TxnInfo> info = DecodeTxnInfo(blob(3));
     if (!info.ok()) return corrupt(info.status().message());
     if (static_cast<int>(info->protocol) != sqlite3_column_int(stmt.get(), 2)) {
@@ -418,6 +433,25 @@ Result<> Writer::AbortPrepared(TxId txid) {
   return Unit{};
 }
 
+Result<> Writer::SetPreparedState(TxId txid, int stored_state) {
+  Job job(Job::Kind::kSetState);
+  job.txid = txid;
+  job.stored_state = stored_state;
+  Status s = Submit(&job);
+  if (!s.ok()) return Unavailable(s);
+  if (job.error) return *job.error;
+  return Unit{};
+}
+
+Result<> Writer::RecordAborted(TxId txid) {
+  Job job(Job::Kind::kRecordAborted);
+  job.txid = txid;
+  Status s = Submit(&job);
+  if (!s.ok()) return Unavailable(s);
+  if (job.error) return *job.error;
+  return Unit{};
+}
+
 Status Writer::RunDurableJob(Job* job, int64_t now_ms, std::vector<Job*>* committed) {
   sqlite3* db = conn_->db();
   auto record_outcome = [&](int outcome) -> Status {
@@ -524,6 +558,31 @@ Status Writer::RunDurableJob(Job* job, int64_t now_ms, std::vector<Job*>* commit
     case Job::Kind::kAbortPrepared:
       TX_RETURN_IF_ERROR(delete_prepared());
       return record_outcome(kStoredAborted);
+    case Job::Kind::kRecordAborted: {
+      TX_ASSIGN_OR_RETURN(sqlite3_stmt * ins, conn_->PrepareInternal(fmt::format(
+                                                  "INSERT OR IGNORE INTO {}(txid, outcome, "
+                                                  "finished_unix_ms) VALUES (?, ?, ?)",
+                                                  kOutcomesTable)));
+      sqlite3_bind_int64(ins, 1, job->txid);
+      sqlite3_bind_int(ins, 2, kStoredAborted);
+      sqlite3_bind_int64(ins, 3, now_ms);
+      ++outcomes_since_prune_;
+      return StepDone(db, ins, "record presumed abort");
+    }
+    case Job::Kind::kSetState: {
+      const int base = job->stored_state & kStoredStateMask;
+      TX_CHECK(base == kStoredPrepared || base == kStoredPreCommitted,
+               "writing prepared state {} for transaction {}", job->stored_state, job->txid);
+      TX_ASSIGN_OR_RETURN(sqlite3_stmt * upd,
+                          conn_->PrepareInternal(fmt::format(
+                              "UPDATE {} SET state = ? WHERE txid = ?", kPreparedTable)));
+      sqlite3_bind_int(upd, 1, job->stored_state);
+      sqlite3_bind_int64(upd, 2, job->txid);
+      TX_RETURN_IF_ERROR(StepDone(db, upd, "update prepared state"));
+      TX_CHECK(sqlite3_changes(db) == 1, "transaction {} had no prepared record to update",
+               job->txid);
+      return Status::OK();
+    }
     case Job::Kind::kCapture:
       break;
   }

@@ -45,8 +45,13 @@ inline constexpr std::string_view kMetaTable = "_txpart_meta";
 // Outcome codes stored in _txpart_outcomes.outcome.
 inline constexpr int kStoredCommitted = 1;
 inline constexpr int kStoredAborted = 2;
-// _txpart_prepared.state
+// _txpart_prepared.state: PREPARED or PRECOMMITTED (3PC), plus kStoredInTermination once the
+// transaction joined a termination round (3PC). An agent that predates 3PC knows only 1 and
+// refuses the others as damage, rather than misread them.
 inline constexpr int kStoredPrepared = 1;
+inline constexpr int kStoredPreCommitted = 2;
+inline constexpr int kStoredInTermination = 0x10;
+inline constexpr int kStoredStateMask = 0x0f;
 
 struct CaptureOutput {
   std::vector<ResultSet> results;
@@ -61,6 +66,8 @@ struct PreparedRecord {
   std::string changeset;
   std::vector<LockRequest> locks;
   int64_t prepared_unix_ms = 0;
+  bool precommitted = false;    // 3PC: PRECOMMITTED
+  bool in_termination = false;  // 3PC: joined a termination round
 };
 
 class Writer {
@@ -116,6 +123,15 @@ class Writer {
 
   // Deletes a prepared record and records ABORTED, durably.
   Result<> AbortPrepared(TxId txid);
+
+  // 3PC: rewrites a prepared record's state (kStoredPrepared or kStoredPreCommitted, with or
+  // without kStoredInTermination), durably. The record must exist (a missing one is a bug).
+  Result<> SetPreparedState(TxId txid, int stored_state);
+
+  // 3PC: records ABORTED for a transaction that has no prepared record (active until a
+  // termination round aborted it), durably, unless an outcome is recorded already. The round
+  // relies on it never preparing later, even after a restart.
+  Result<> RecordAborted(TxId txid);
 
   // Highest commit sequence number whose data is visible to new SQLite transactions. A
   // transaction reads it before its first statement (see CommitVersions).

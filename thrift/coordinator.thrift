@@ -46,7 +46,9 @@ struct ResolveResponse {
 // ---------------------------------------------------------------------------------------------
 
 struct TransactionOptions {
-  // THREE_PHASE is refused with INVALID_ARGUMENT until 3PC is implemented (issue 6).
+  // THREE_PHASE: prepare, PRECOMMIT logged and sent, COMMIT once every participant
+  // acknowledged it; participants finish on their own when no coordinator is reachable
+  // (docs/protocol.md, "Three-phase commit").
   1: common.Protocol protocol = common.Protocol.TWO_PHASE
   // Time from Begin to the decision. Past it an undecided transaction is aborted. 0: the
   // cluster's default (txcoord --txn-timeout-ms). At most the cluster's maximum
@@ -179,6 +181,9 @@ enum TransactionPhase {
   ABORTING = 5,         // ABORT logged; phase two until every possibly prepared one acknowledges
   ONE_PHASE = 6,        // CommitOnePhase sent to the only participant
   FINISHED = 7,         // phase two done (END logged); only the outcome is remembered
+  // 3PC: PRECOMMIT proposed or logged; PreCommit until every YES voter acknowledged, then COMMIT
+  // is decided (or, if the participants' termination round aborted, ABORT is adopted).
+  PRECOMMITTING = 8,
 }
 
 // A participant's vote as the coordinator knows it.

@@ -32,6 +32,9 @@ enum Origin {
   CLIENT_ABORT = 2,   // a client's Abort
   RESOLVE = 3,        // a participant asked about a transaction no one was deciding
   TIMEOUT = 4,        // the transaction's timeout passed before the votes were in
+  // 3PC: the participants' termination protocol reached this outcome while no coordinator was
+  // reachable; the coordinator adopts it (the only ABORT allowed after PRECOMMIT).
+  TERMINATION = 5,
 }
 
 struct Participant {
@@ -66,6 +69,19 @@ struct Decide {
   8: i64 decided_unix_ms = 0  // the proposer's wall clock, for display only
 }
 
+// 3PC: every participant voted YES (or READ_ONLY) and the coordinator is about to tell them to
+// pre-commit. Logged before any PreCommit is sent. From then on the transaction is
+// "pre-committed" in the state: a Decide COMMIT completes it as usual, and a Decide ABORT is
+// accepted only with origin TERMINATION (the participants' termination round aborted, which it
+// does only when none of them was PRECOMMITTED); any other ABORT is refused (PRECOMMITTED).
+// A PreCommit for a decided txid changes nothing (ALREADY_DECIDED). docs/protocol.md proves
+// why this keeps the coordinator and a termination round from deciding differently.
+struct PreCommit {
+  1: common.TxId txid
+  2: list<Participant> participants = []  // with their votes; notify = must acknowledge
+  3: i64 logged_unix_ms = 0               // the proposer's wall clock, for display only
+}
+
 // Phase two is complete: every participant to notify acknowledged. The record goes; only the
 // outcome is remembered (for a bounded number of transactions).
 struct End {
@@ -78,6 +94,7 @@ union Command {
   2: ReserveTxIds reserve_txids
   3: Decide decide
   4: End end_transaction
+  5: PreCommit precommit
 }
 
 // One Raft entry: commands from any number of transactions, applied in order. Batching many
@@ -94,12 +111,15 @@ enum ResultCode {
   UNKNOWN_TRANSACTION = 3,  // End: no such live record
   RESOURCE_EXHAUSTED = 4,   // a bound was reached; nothing changed
   INVALID = 5,              // malformed command (bad name, txid never issued, ...); nothing changed
+  // Decide ABORT of a pre-committed 3PC transaction without origin TERMINATION: refused, the
+  // transaction must commit unless its participants' termination round aborted it.
+  PRECOMMITTED = 6,
 }
 
 // What applying one command did, in command order. Given to the proposer only (never stored).
 struct CommandResult {
   1: ResultCode code
-  2: optional Outcome outcome   // Decide: the outcome in force after the command
+  2: optional Outcome outcome   // Decide, PreCommit: the outcome in force after the command
   3: optional i64 first_txid    // ReserveTxIds
   4: optional i64 txid_count    // ReserveTxIds
   5: optional string message    // with an error
@@ -119,6 +139,11 @@ struct TransactionRecord {
   2: i64 decided_index  // Raft index of the entry holding it
 }
 
+struct TransactionPreCommit {
+  1: PreCommit precommit
+  2: i64 logged_index  // Raft index of the entry holding it
+}
+
 struct FinishedOutcome {
   1: common.TxId txid
   2: Outcome outcome
@@ -133,4 +158,7 @@ struct Snapshot {
   6: list<TransactionRecord> live              // decided, not ended; in txid order
   7: list<FinishedOutcome> finished            // ended, oldest first (the eviction order)
   8: i64 forgotten_watermark                   // the largest txid whose outcome was forgotten
+  // 3PC transactions pre-committed and not yet decided; in txid order. Absent in snapshots
+  // written before 3PC (none then).
+  9: list<TransactionPreCommit> precommitted = []
 }

@@ -82,14 +82,38 @@ struct CommitOnePhaseResponse {
   3: optional string reason                 // with ABORTED
 }
 
+struct PreCommitRequest {
+  1: common.TxId txid
+  // True when a termination round's backup coordinator sends it (the round saw a
+  // PRECOMMITTED participant, so it commits): accepted even after this participant joined.
+  2: bool from_termination = false
+}
+
+struct TerminationStateRequest {
+  1: common.TxId txid
+  2: bool join = false
+  3: string asker = ""  // the asking participant's name, for logs
+}
+
 // Where a transaction is in its life at this participant. Stable numbers.
 enum TxState {
   UNKNOWN = 0,       // never seen, or finished and forgotten (the outcome store is bounded)
   ACTIVE = 1,        // executing; not yet prepared; may be aborted unilaterally
   PREPARED = 2,      // voted YES; durable; rows locked until the outcome arrives
-  PRECOMMITTED = 3,  // 3PC only (reserved for the 3PC issue)
+  PRECOMMITTED = 3,  // 3PC only: every participant voted YES and this one is told so; durable
   COMMITTED = 4,
   ABORTED = 5,
+}
+
+struct PreCommitResponse {
+  1: TxState state
+  2: bool in_termination = false  // this participant has joined a termination round
+}
+
+struct TerminationStateResponse {
+  // UNKNOWN also for a transaction that finished here read-only: it has no say.
+  1: TxState state
+  2: bool in_termination = false
 }
 
 struct StatusRequest {
@@ -108,6 +132,7 @@ struct TransactionStatus {
   // storage).
   7: i64 state_age_ms = 0
   8: optional string abort_reason  // for ABORTED, when known
+  9: bool in_termination = false   // 3PC: joined a termination round (durable)
 }
 
 struct ListPreparedRequest {
@@ -149,9 +174,25 @@ service ParticipantService {
   CommitOnePhaseResponse CommitOnePhase(1: CommitOnePhaseRequest request)
       throws (1: common.TxError error)
 
-  // 3PC (the 3PC issue adds it here): PreCommitResponse PreCommit(1: PreCommitRequest request)
-  // makes PRECOMMITTED durable before acknowledging; and the termination protocol's calls
-  // between participants.
+  // 3PC phase two (docs/protocol.md, "Three-phase commit"). Makes PRECOMMITTED durable before
+  // answering. Repeating it answers the same. The answer is the participant's state:
+  //   PRECOMMITTED            acknowledged
+  //   COMMITTED               acknowledged (a termination round already committed it)
+  //   ABORTED                 a termination round aborted it: the coordinator adopts ABORT
+  //   PREPARED, in_termination  refused: this participant reported PREPARED to a termination
+  //                           round, which may abort; ask again later (the round decides)
+  // Errors: WRONG_STATE for a transaction not prepared, or one prepared as TWO_PHASE;
+  // UNKNOWN_TRANSACTION for a txid never prepared here (or whose outcome was forgotten).
+  PreCommitResponse PreCommit(1: PreCommitRequest request) throws (1: common.TxError error)
+
+  // The termination protocol, between participants of one THREE_PHASE transaction, when no
+  // coordinator replica can be reached. Answers this participant's state. With join = true the
+  // caller is the round's backup coordinator: a prepared participant durably records that it
+  // joined a round (and from then on refuses the coordinator's PreCommit, see above); an
+  // active one (not yet prepared) aborts, which it may do before voting; an unknown txid is
+  // remembered as aborted. With join = false it only answers (election probes).
+  TerminationStateResponse TerminationState(1: TerminationStateRequest request)
+      throws (1: common.TxError error)
 
   // Operators: the state of one transaction (UNKNOWN is an answer, not an error).
   TransactionStatus Status(1: StatusRequest request) throws (1: common.TxError error)

@@ -18,6 +18,7 @@
 #include "coordinator/driver.h"
 #include "coordinator/interfaces.h"
 #include "coordinator/replicated_state.h"
+#include "participant/termination_rules.h"
 #include "raft/core/raft.h"
 
 namespace tx::coordinator::sim {
@@ -47,6 +48,10 @@ constexpr uint64_t kCommitCallMs = 2500;
 constexpr uint64_t kProposalTimeoutMs = 3000;
 constexpr int64_t kTxnTimeoutMs = 2000;
 constexpr uint64_t kResolveAfterMs = 300;
+// 3PC: a participant that has not reached any coordinator for this long starts the termination
+// protocol (txpart --termination-timeout-ms).
+constexpr uint64_t kTerminationTimeoutMs = 400;
+constexpr uint64_t kRoundRetryMs = 150;
 
 class Rng {
  public:
@@ -72,7 +77,7 @@ class Rng {
 // Participant model (docs/participant.md, section 5)
 // ---------------------------------------------------------------------------------------------
 
-enum class PSt { kActive, kPrepared, kCommitted, kAborted, kReadOnlyDone };
+enum class PSt { kActive, kPrepared, kPreCommitted, kCommitted, kAborted, kReadOnlyDone };
 
 const char* PStName(PSt s) {
   switch (s) {
@@ -80,6 +85,8 @@ const char* PStName(PSt s) {
       return "ACTIVE";
     case PSt::kPrepared:
       return "PREPARED";
+    case PSt::kPreCommitted:
+      return "PRECOMMITTED";
     case PSt::kCommitted:
       return "COMMITTED";
     case PSt::kAborted:
@@ -95,7 +102,32 @@ struct PTxn {
   bool wrote = false;
   bool durable = false;  // survives a crash
   uint64_t prepared_at = 0;
+  // 3PC, recorded durably at prepare: the protocol and every participant (by index).
+  bool three_phase = false;
+  std::vector<int> peers;
+  bool in_termination = false;  // joined a termination round (durable)
+  bool presumed = false;        // aborted only by presumption (never voted): no say in a round
 };
+
+bool InDoubt(PSt s) { return s == PSt::kPrepared || s == PSt::kPreCommitted; }
+
+participant::TxnState ToTxnState(PSt s) {
+  switch (s) {
+    case PSt::kActive:
+      return participant::TxnState::kActive;
+    case PSt::kPrepared:
+      return participant::TxnState::kPrepared;
+    case PSt::kPreCommitted:
+      return participant::TxnState::kPreCommitted;
+    case PSt::kCommitted:
+      return participant::TxnState::kCommitted;
+    case PSt::kAborted:
+      return participant::TxnState::kAborted;
+    case PSt::kReadOnlyDone:
+      return participant::TxnState::kUnknown;  // finished read-only: no say
+  }
+  return participant::TxnState::kUnknown;
+}
 
 template <typename T>
 struct PReply {
@@ -123,6 +155,13 @@ struct Participant {
     uint64_t next_at = 0;
     bool in_flight = false;
     int attempts = 0;
+    // 3PC: since when no coordinator answered (0: one did, or not asked yet).
+    uint64_t unreachable_since = 0;
+    bool round_in_flight = false;
+    uint64_t next_round_at = 0;
+    // A peer's round probed this participant: it is the backup if it is the lowest-named in
+    // doubt, so it runs rounds too (in memory, like txpart's terminator).
+    bool termination_requested = false;
   };
   std::map<TxId, Asking> asking;
   int coordinator_guess = 1;
@@ -181,6 +220,8 @@ class SimChannel final : public ParticipantChannel {
              ReplyCallback<api::AbortResponse> done) override;
   void CommitOnePhase(const std::string& address, api::CommitOnePhaseRequest request,
                       ReplyCallback<api::CommitOnePhaseResponse> done) override;
+  void PreCommit(const std::string& address, api::PreCommitRequest request,
+                 ReplyCallback<api::PreCommitResponse> done) override;
 
  private:
   Simulation* const sim_;
@@ -234,6 +275,7 @@ struct Client {
   std::vector<bool> writes;
   size_t exec_next = 0;
   std::vector<std::string> attempted;  // participant names executed at (or maybe)
+  api::Protocol::type protocol = api::Protocol::TWO_PHASE;
   int commit_attempts = 0;
   bool commit_sent = false;
 };
@@ -283,9 +325,12 @@ class Simulation {
   void CallParticipant(int replica, const std::string& address,
                        std::function<PReply<Resp>(Participant&)> serve, ReplyCallback<Resp> done);
   PReply<api::PrepareResponse> Prepare(Participant& p, const api::PrepareRequest& r);
-  PReply<api::CommitResponse> PCommit(Participant& p, TxId txid);
-  PReply<api::AbortResponse> PAbort(Participant& p, TxId txid);
+  // by_termination: sent by a termination round's backup coordinator, not by a coordinator.
+  PReply<api::CommitResponse> PCommit(Participant& p, TxId txid, bool by_termination = false);
+  PReply<api::AbortResponse> PAbort(Participant& p, TxId txid, bool by_termination = false);
+  PReply<api::TerminationStateResponse> PTermState(Participant& p, TxId txid, bool join);
   PReply<api::CommitOnePhaseResponse> PCommitOnePhase(Participant& p, TxId txid);
+  PReply<api::PreCommitResponse> PPreCommit(Participant& p, TxId txid, bool from_termination);
 
  private:
   // --- set-up ---
@@ -322,6 +367,12 @@ class Simulation {
   PReply<api::ExecuteResponse> Execute(Participant& p, TxId txid, bool write);
   void Register(Participant& p);
   void AskResolve(Participant& p, TxId txid);
+  // 3PC termination protocol, with p as the candidate backup coordinator.
+  void StartTerminationRound(Participant& p, TxId txid);
+  // Records an outcome a participant applied to a prepared transaction; checks it against the
+  // other participants' and the log's.
+  void RecordParticipantOutcome(const Participant& p, TxId txid, Outcome::type outcome,
+                                const char* how);
 
   // --- clients ---
   void ClientBegin(Client& c);
@@ -337,6 +388,8 @@ class Simulation {
   void CheckDecisionApplied(Replica& r, TxId txid, Outcome::type outcome);
   bool Settled();
   void FinalChecks();
+  // The phase without coordinators (SimOptions::coordinators_down_ms).
+  void CoordinatorsGone();
   template <typename... Args>
   void Trace(fmt::format_string<Args...> f, Args&&... args) {
     if (options_.trace == nullptr) return;
@@ -357,7 +410,7 @@ class Simulation {
   int max_delay_ = 1, max_disk_latency_ = 1;
   double crash_p_ = 0, leader_crash_p_ = 0, partition_p_ = 0, heal_p_ = 0, part_crash_p_ = 0,
          part_isolate_p_ = 0, exec_abort_p_ = 0, prepare_no_p_ = 0, client_abort_p_ = 0,
-         get_outcome_p_ = 0, crash_point_p_ = 0;
+         get_outcome_p_ = 0, crash_point_p_ = 0, three_phase_p_ = 0;
 
   std::map<int, Replica> replicas_;
   std::vector<Participant> participants_;
@@ -368,6 +421,11 @@ class Simulation {
 
   // Checker state.
   std::map<TxId, Outcome::type> decisions_;  // first decision applied anywhere
+  std::set<TxId> precommits_logged_;         // PRECOMMIT applied anywhere
+  // The first outcome any participant applied to a prepared transaction (by a coordinator's
+  // message or a termination round): every other participant and the log must agree with it.
+  std::map<TxId, Outcome::type> participant_outcomes_;
+  std::set<TxId> three_phase_txids_;
   std::map<TxId, Told> told_;
   std::map<Term, int> leaders_;
 };
@@ -412,6 +470,16 @@ void SimChannel::CommitOnePhase(const std::string& address, api::CommitOnePhaseR
       replica_, address,
       [sim, request](Participant& p) { return sim->PCommitOnePhase(p, request.txid); },
       std::move(done));
+}
+
+void SimChannel::PreCommit(const std::string& address, api::PreCommitRequest request,
+                           ReplyCallback<api::PreCommitResponse> done) {
+  Simulation* sim = sim_;
+  sim->CallParticipant<api::PreCommitResponse>(
+      replica_, address,
+      [sim, request](Participant& p) { return sim->PPreCommit(p, request.txid, false); },
+      std::move(done));
+  sim->MaybeCrashSoon(replica_, "after sending a PreCommit");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,11 +633,21 @@ PReply<api::PrepareResponse> Simulation::Prepare(Participant& p, const api::Prep
         t.st = PSt::kPrepared;
         t.durable = true;
         t.prepared_at = now_;
+        if (r.__isset.info) {
+          t.three_phase = r.info.protocol == api::Protocol::THREE_PHASE;
+          t.peers.clear();
+          for (const api::ParticipantRef& ref : r.info.participants) {
+            int index = -1;
+            if (std::sscanf(ref.name.c_str(), "p%d", &index) == 1) t.peers.push_back(index);
+          }
+        }
+        if (t.three_phase) three_phase_txids_.insert(r.txid);
         out.resp.vote = api::Vote::YES;
-        Trace("{} prepared txid {}", p.name(), r.txid);
+        Trace("{} prepared txid {}{}", p.name(), r.txid, t.three_phase ? " (3PC)" : "");
       }
       return out;
     case PSt::kPrepared:
+    case PSt::kPreCommitted:
     case PSt::kCommitted:
       out.resp.vote = api::Vote::YES;
       return out;
@@ -584,7 +662,25 @@ PReply<api::PrepareResponse> Simulation::Prepare(Participant& p, const api::Prep
   return out;
 }
 
-PReply<api::CommitResponse> Simulation::PCommit(Participant& p, TxId txid) {
+void Simulation::RecordParticipantOutcome(const Participant& p, TxId txid, Outcome::type outcome,
+                                          const char* how) {
+  const char* name = outcome == Outcome::COMMITTED ? "COMMIT" : "ABORT";
+  auto [it, inserted] = participant_outcomes_.emplace(txid, outcome);
+  if (!inserted && it->second != outcome) {
+    Fail("Atomicity", fmt::format("{} applies {} to prepared txid {} ({}), another participant "
+                                  "applied the opposite",
+                                  p.name(), name, txid, how));
+    return;
+  }
+  auto d = decisions_.find(txid);
+  if (d != decisions_.end() && d->second != outcome) {
+    Fail("Atomicity", fmt::format("{} applies {} to prepared txid {} ({}), the log decided the "
+                                  "opposite",
+                                  p.name(), name, txid, how));
+  }
+}
+
+PReply<api::CommitResponse> Simulation::PCommit(Participant& p, TxId txid, bool by_termination) {
   PReply<api::CommitResponse> out;
   auto it = p.txns.find(txid);
   if (it == p.txns.end()) {
@@ -593,9 +689,15 @@ PReply<api::CommitResponse> Simulation::PCommit(Participant& p, TxId txid) {
   }
   PTxn& t = it->second;
   switch (t.st) {
-    case PSt::kPrepared: {
+    case PSt::kPrepared:
+    case PSt::kPreCommitted: {
+      if (by_termination && !t.three_phase) {
+        Fail("Atomicity",
+             fmt::format("a termination round commits 2PC txid {} at {}", txid, p.name()));
+        return out;
+      }
       auto d = decisions_.find(txid);
-      if (d == decisions_.end() || d->second != Outcome::COMMITTED) {
+      if (!by_termination && (d == decisions_.end() || d->second != Outcome::COMMITTED)) {
         Fail("Atomicity", fmt::format("{} commits prepared txid {} but the log's decision is {}",
                                       p.name(), txid, d == decisions_.end() ? "none" : "ABORT"));
         return out;
@@ -606,9 +708,11 @@ PReply<api::CommitResponse> Simulation::PCommit(Participant& p, TxId txid) {
              fmt::format("{} commits txid {}, whose client was told ABORTED", p.name(), txid));
         return out;
       }
+      RecordParticipantOutcome(p, txid, Outcome::COMMITTED,
+                               by_termination ? "termination round" : "coordinator");
       t.st = PSt::kCommitted;
       t.durable = true;
-      Trace("{} commits txid {}", p.name(), txid);
+      Trace("{} commits txid {}{}", p.name(), txid, by_termination ? " (termination)" : "");
       return out;
     }
     case PSt::kCommitted:
@@ -622,22 +726,36 @@ PReply<api::CommitResponse> Simulation::PCommit(Participant& p, TxId txid) {
   return out;
 }
 
-PReply<api::AbortResponse> Simulation::PAbort(Participant& p, TxId txid) {
+PReply<api::AbortResponse> Simulation::PAbort(Participant& p, TxId txid, bool by_termination) {
   PReply<api::AbortResponse> out;
   PTxn& t = p.txns[txid];  // an unknown txid is remembered as aborted (in memory)
   switch (t.st) {
     case PSt::kPrepared: {
+      if (by_termination && !t.three_phase) {
+        Fail("Atomicity",
+             fmt::format("a termination round aborts 2PC txid {} at {}", txid, p.name()));
+        return out;
+      }
       auto d = decisions_.find(txid);
-      if (d == decisions_.end() || d->second != Outcome::ABORTED) {
+      if (!by_termination && (d == decisions_.end() || d->second != Outcome::ABORTED)) {
         Fail("Atomicity", fmt::format("{} aborts prepared txid {} but the log's decision is {}",
                                       p.name(), txid, d == decisions_.end() ? "none" : "COMMIT"));
         return out;
       }
+      RecordParticipantOutcome(p, txid, Outcome::ABORTED,
+                               by_termination ? "termination round" : "coordinator");
       t.st = PSt::kAborted;
       t.durable = true;
-      Trace("{} aborts prepared txid {}", p.name(), txid);
+      Trace("{} aborts prepared txid {}{}", p.name(), txid, by_termination ? " (termination)" : "");
       return out;
     }
+    case PSt::kPreCommitted:
+      // Nobody may abort a PRECOMMITTED participant: the coordinator only adopts the ABORT of
+      // a round that saw none, and such a round saw no PRECOMMITTED one.
+      Fail("Atomicity", fmt::format("{}: Abort of PRECOMMITTED txid {} ({})", p.name(), txid,
+                                    by_termination ? "termination round" : "coordinator"));
+      out.error = MakeError(api::ErrorCode::WRONG_STATE, "precommitted");
+      return out;
     case PSt::kActive:
       t.st = PSt::kAborted;
       return out;
@@ -648,6 +766,85 @@ PReply<api::AbortResponse> Simulation::PAbort(Participant& p, TxId txid) {
     case PSt::kReadOnlyDone:
       return out;
   }
+  return out;
+}
+
+PReply<api::PreCommitResponse> Simulation::PPreCommit(Participant& p, TxId txid,
+                                                      bool from_termination) {
+  PReply<api::PreCommitResponse> out;
+  auto it = p.txns.find(txid);
+  if (it == p.txns.end()) {
+    out.error = MakeError(api::ErrorCode::UNKNOWN_TRANSACTION, "unknown");
+    return out;
+  }
+  PTxn& t = it->second;
+  out.resp.in_termination = t.in_termination;
+  switch (t.st) {
+    case PSt::kPrepared:
+      if (!t.three_phase) {
+        out.error = MakeError(api::ErrorCode::WRONG_STATE, "prepared as TWO_PHASE");
+        return out;
+      }
+      if (t.in_termination && !from_termination) {
+        out.resp.state = api::TxState::PREPARED;  // refused: the round decides
+        return out;
+      }
+      if (!from_termination && precommits_logged_.count(txid) == 0) {
+        Fail("PreCommit", fmt::format("{} told to pre-commit txid {} before PRECOMMIT was logged",
+                                      p.name(), txid));
+        return out;
+      }
+      t.st = PSt::kPreCommitted;
+      t.durable = true;
+      Trace("{} pre-commits txid {}{}", p.name(), txid, from_termination ? " (termination)" : "");
+      out.resp.state = api::TxState::PRECOMMITTED;
+      return out;
+    case PSt::kPreCommitted:
+      out.resp.state = api::TxState::PRECOMMITTED;
+      return out;
+    case PSt::kCommitted:
+      out.resp.state = api::TxState::COMMITTED;
+      return out;
+    case PSt::kAborted:
+      out.resp.state = api::TxState::ABORTED;
+      return out;
+    case PSt::kActive:
+      out.error = MakeError(api::ErrorCode::WRONG_STATE, "not prepared");
+      return out;
+    case PSt::kReadOnlyDone:
+      out.error = MakeError(api::ErrorCode::UNKNOWN_TRANSACTION, "read-only");
+      return out;
+  }
+  return out;
+}
+
+PReply<api::TerminationStateResponse> Simulation::PTermState(Participant& p, TxId txid, bool join) {
+  PReply<api::TerminationStateResponse> out;
+  auto it = p.txns.find(txid);
+  if (it == p.txns.end()) {
+    if (join) {
+      // Presumed abort, in memory (as txpart): it may be a read-only participant that
+      // restarted, of a transaction that commits; it has no say now or later.
+      PTxn& aborted = p.txns[txid];
+      aborted.st = PSt::kAborted;
+      aborted.presumed = true;
+    }
+    out.resp.state = api::TxState::UNKNOWN;
+    return out;
+  }
+  PTxn& t = it->second;
+  if (!join && InDoubt(t.st) && t.three_phase) p.asking[txid].termination_requested = true;
+  if (join && t.st == PSt::kActive) {
+    t.st = PSt::kAborted;  // allowed before the vote; durably, as txpart does
+    t.durable = true;
+  }
+  if (join && InDoubt(t.st) && t.three_phase && !t.in_termination) {
+    t.in_termination = true;  // durable with the prepared record
+    Trace("{} joins a termination round for txid {} as {}", p.name(), txid, PStName(t.st));
+  }
+  out.resp.state =
+      t.presumed ? api::TxState::UNKNOWN : static_cast<api::TxState::type>(ToTxnState(t.st));
+  out.resp.in_termination = t.in_termination;
   return out;
 }
 
@@ -678,8 +875,9 @@ PReply<api::CommitOnePhaseResponse> Simulation::PCommitOnePhase(Participant& p, 
       Trace("{} commits txid {} in one phase", p.name(), txid);
       return out;
     case PSt::kPrepared:
-      Fail("Atomicity", fmt::format("{}: CommitOnePhase of txid {}, which a 2PC Prepare prepared",
-                                    p.name(), txid));
+    case PSt::kPreCommitted:
+      Fail("Atomicity",
+           fmt::format("{}: CommitOnePhase of txid {}, which a Prepare prepared", p.name(), txid));
       return out;
     case PSt::kCommitted:
     case PSt::kReadOnlyDone:
@@ -755,6 +953,12 @@ void Simulation::AskResolve(Participant& p, TxId txid) {
         Participant::Asking& ask = part.asking[txid];
         ask.in_flight = false;
         ask.next_at = now_ + std::min<uint64_t>(500, 20u << std::min(ask.attempts, 5));
+        const bool unreachable = !r.has_value() || r->error.has_value();
+        if (unreachable) {
+          if (ask.unreachable_since == 0) ask.unreachable_since = now_;
+        } else {
+          ask.unreachable_since = 0;
+        }
         if (!r.has_value()) {
           part.coordinator_guess = 1 + part.coordinator_guess % options_.replicas;
           return;
@@ -764,7 +968,7 @@ void Simulation::AskResolve(Participant& p, TxId txid) {
           return;
         }
         auto it = part.txns.find(txid);
-        if (it == part.txns.end() || it->second.st != PSt::kPrepared) {
+        if (it == part.txns.end() || !InDoubt(it->second.st)) {
           part.asking.erase(txid);
           return;
         }
@@ -778,19 +982,199 @@ void Simulation::AskResolve(Participant& p, TxId txid) {
       });
 }
 
+void Simulation::StartTerminationRound(Participant& p, TxId txid) {
+  // Stage 1: who is reachable (probes without joining). The lowest-named reachable participant
+  // is the backup coordinator; the others leave it to that one.
+  // Stage 2 (the backup): every participant's state, joining the round; all of them or nothing.
+  // Stage 3: Skeen's rule; pre-commit every PREPARED one before any Commit.
+  struct Round {
+    TxId txid;
+    int backup;
+    uint64_t backup_inc;
+    std::vector<int> peers;
+    std::map<int, api::TerminationStateResponse> states;
+    int waiting = 0;
+    bool failed = false;
+  };
+  Participant::Asking& ask = p.asking[txid];
+  ask.round_in_flight = true;
+  ask.next_round_at = now_ + kRoundRetryMs;
+  ++result_.stats.termination_rounds;
+  auto round = std::make_shared<Round>();
+  round->txid = txid;
+  round->backup = p.index;
+  round->backup_inc = p.incarnation;
+  round->peers = p.txns[txid].peers;
+  // Ends the round at the backup (so that it may try again later), if it is still the same
+  // process.
+  auto end_round = [this, round] {
+    Participant& b = participants_[round->backup];
+    if (!b.up || b.incarnation != round->backup_inc) return;
+    auto it = b.asking.find(round->txid);
+    if (it != b.asking.end()) it->second.round_in_flight = false;
+  };
+  // Calls `call` on every peer (on the backup itself directly), then `then` once all answered
+  // or timed out.
+  using StateCall = std::function<PReply<api::TerminationStateResponse>(Participant&)>;
+  auto ask_all = [this, round](StateCall call, std::function<void()> then) {
+    round->states.clear();
+    round->failed = false;
+    round->waiting = static_cast<int>(round->peers.size());
+    auto one_done = [round, then] {
+      if (--round->waiting == 0) then();
+    };
+    for (int q : round->peers) {
+      if (q == round->backup) {
+        PReply<api::TerminationStateResponse> r = call(participants_[q]);
+        round->states[q] = r.resp;
+        one_done();
+        continue;
+      }
+      Rpc<PReply<api::TerminationStateResponse>>(
+          kPartBase + round->backup, kPartBase + q,
+          [this, q, call](std::function<void(PReply<api::TerminationStateResponse>)> reply) {
+            reply(call(participants_[q]));
+          },
+          kParticipantCallMs,
+          [round, q, one_done](std::optional<PReply<api::TerminationStateResponse>> r) {
+            if (r.has_value() && !r->error.has_value()) {
+              round->states[q] = r->resp;
+            } else {
+              round->failed = true;
+            }
+            one_done();
+          });
+    }
+  };
+  auto finish = [this, round, end_round](participant::TerminationDecision d) {
+    const bool commit = d == participant::TerminationDecision::kCommit;
+    Trace("termination round of txid {} at {} decides {}", round->txid,
+          participants_[round->backup].name(), commit ? "COMMIT" : "ABORT");
+    for (int q : round->peers) {
+      if (round->states[q].state == api::TxState::UNKNOWN) continue;  // no say, nothing to do
+      if (q == round->backup) {
+        if (commit) {
+          (void)PCommit(participants_[q], round->txid, true);
+        } else {
+          (void)PAbort(participants_[q], round->txid, true);
+        }
+        continue;
+      }
+      const TxId txid = round->txid;
+      Rpc<bool>(
+          kPartBase + round->backup, kPartBase + q,
+          [this, q, txid, commit](std::function<void(bool)> reply) {
+            if (commit) {
+              reply(!PCommit(participants_[q], txid, true).error.has_value());
+            } else {
+              reply(!PAbort(participants_[q], txid, true).error.has_value());
+            }
+          },
+          kParticipantCallMs, [](std::optional<bool>) {});
+    }
+    end_round();
+  };
+  auto decide = [this, round, end_round, finish] {
+    if (round->failed) {
+      Trace("termination round of txid {} at {}: not every participant answered; waiting",
+            round->txid, participants_[round->backup].name());
+      end_round();
+      return;
+    }
+    std::vector<participant::TxnState> states;
+    for (const auto& [q, st] : round->states) {
+      states.push_back(static_cast<participant::TxnState>(static_cast<int>(st.state)));
+    }
+    participant::TerminationDecision d = participant::DecideTermination(states);
+    if (d == participant::TerminationDecision::kInconsistent) {
+      Fail("Termination",
+           fmt::format("round for txid {} collected inconsistent states", round->txid));
+      return;
+    }
+    if (d == participant::TerminationDecision::kAbort) {
+      finish(d);
+      return;
+    }
+    // Commit: pre-commit every PREPARED participant first, all of them or no Commit at all.
+    std::vector<int> prepared;
+    for (const auto& [q, st] : round->states) {
+      if (st.state == api::TxState::PREPARED) prepared.push_back(q);
+    }
+    if (prepared.empty()) {
+      finish(d);
+      return;
+    }
+    auto acks = std::make_shared<std::pair<int, bool>>(static_cast<int>(prepared.size()), true);
+    auto one = [acks, finish, end_round, d](bool ok) {
+      acks->second = acks->second && ok;
+      if (--acks->first > 0) return;
+      if (acks->second) {
+        finish(d);
+      } else {
+        end_round();
+      }
+    };
+    for (int q : prepared) {
+      const TxId txid = round->txid;
+      if (q == round->backup) {
+        PReply<api::PreCommitResponse> r = PPreCommit(participants_[q], txid, true);
+        one(!r.error.has_value() && r.resp.state == api::TxState::PRECOMMITTED);
+        continue;
+      }
+      Rpc<PReply<api::PreCommitResponse>>(
+          kPartBase + round->backup, kPartBase + q,
+          [this, q, txid](std::function<void(PReply<api::PreCommitResponse>)> reply) {
+            reply(PPreCommit(participants_[q], txid, true));
+          },
+          kParticipantCallMs,
+          [one](std::optional<PReply<api::PreCommitResponse>> r) {
+            one(r.has_value() && !r->error.has_value() &&
+                (r->resp.state == api::TxState::PRECOMMITTED ||
+                 r->resp.state == api::TxState::COMMITTED));
+          });
+    }
+  };
+  const TxId txid_copy = txid;
+  ask_all([this, txid_copy](Participant& q) { return PTermState(q, txid_copy, false); },
+          [this, round, ask_all, decide, end_round] {
+            // The backup: the lowest-named reachable participant still in doubt (the others have
+            // nothing to terminate and do not run rounds).
+            int lowest = round->backup;
+            for (const auto& [q, st] : round->states) {
+              if (st.state == api::TxState::PREPARED || st.state == api::TxState::PRECOMMITTED) {
+                lowest = std::min(lowest, q);
+              }
+            }
+            if (lowest != round->backup) {
+              end_round();  // a lower-named reachable participant runs the round
+              return;
+            }
+            const TxId txid = round->txid;
+            ask_all([this, txid](Participant& q) { return PTermState(q, txid, true); }, decide);
+          });
+}
+
 void Simulation::ParticipantStep(Participant& p) {
   if (!p.up) return;
-  if (!p.registered) {
-    Register(p);
-    return;
-  }
+  // Registration and the Resolve loop run side by side (txpart starts both at start-up): a
+  // participant that cannot register (no coordinator) still resolves and terminates.
+  if (!p.registered) Register(p);
   if (now_ % 20 != static_cast<uint64_t>(p.index)) return;
+  std::vector<TxId> terminate;
   for (auto& [txid, t] : p.txns) {
-    if (t.st != PSt::kPrepared) continue;
+    if (!InDoubt(t.st)) continue;
     // Recovered transactions have prepared_at from before the crash: asked about at once.
     if (now_ < t.prepared_at + kResolveAfterMs) continue;
     Participant::Asking& a = p.asking[txid];
     if (!a.in_flight && now_ >= a.next_at) AskResolve(p, txid);
+    if (!t.three_phase || a.round_in_flight || now_ < a.next_round_at) continue;
+    const bool cut_off =
+        a.unreachable_since != 0 && now_ >= a.unreachable_since + kTerminationTimeoutMs;
+    if (t.in_termination || cut_off || a.termination_requested) terminate.push_back(txid);
+  }
+  for (TxId txid : terminate) {
+    if (!p.up) return;
+    StartTerminationRound(p, txid);
   }
 }
 
@@ -1030,6 +1414,13 @@ void Simulation::ApplyEntry(Replica& r, const Entry& e,
         CheckDecisionApplied(r, c.decide.txid, cr.outcome);
         if (r.serving) MaybeCrashSoon(r.id, "after applying a decision");
       }
+      if (c.__isset.precommit && cr.code == coordlog::ResultCode::OK) {
+        if (precommits_logged_.insert(c.precommit.txid).second) {
+          Trace("PRECOMMIT for txid {} (first applied at replica {} index {})", c.precommit.txid,
+                r.id, r.applied);
+        }
+        if (r.serving) MaybeCrashSoon(r.id, "after applying a PRECOMMIT");
+      }
     }
   }
   auto it = r.proposals.find(e.index);
@@ -1044,6 +1435,13 @@ void Simulation::ApplyEntry(Replica& r, const Entry& e,
 }
 
 void Simulation::CheckDecisionApplied(Replica& r, TxId txid, Outcome::type outcome) {
+  auto po = participant_outcomes_.find(txid);
+  if (po != participant_outcomes_.end() && po->second != outcome) {
+    Fail("Atomicity", fmt::format("replica {} applied {} for txid {}, which participants applied "
+                                  "the other way",
+                                  r.id, outcome == Outcome::COMMITTED ? "COMMIT" : "ABORT", txid));
+    return;
+  }
   auto [it, inserted] = decisions_.emplace(txid, outcome);
   if (inserted) {
     ++result_.stats.decisions;
@@ -1144,8 +1542,10 @@ void Simulation::ClientBegin(Client& c) {
   const int index = c.index;
   Rpc<Reply<api::BeginResponse>>(
       kClientBase + index, target,
-      [this, target](std::function<void(Reply<api::BeginResponse>)> reply) {
-        reply(replicas_.at(target).driver->Begin(api::BeginRequest{}));
+      [this, target, protocol = c.protocol](std::function<void(Reply<api::BeginResponse>)> reply) {
+        api::BeginRequest req;
+        req.options.protocol = protocol;
+        reply(replicas_.at(target).driver->Begin(req));
       },
       kClientCallMs,
       [this, index](std::optional<Reply<api::BeginResponse>> r) {
@@ -1219,6 +1619,7 @@ void Simulation::ClientTold(Client& c, Outcome::type outcome, const char* how) {
     }
     ++result_.stats.committed;
     if (multi && !t.acked_writes.empty()) ++result_.stats.multi_participant_commits;
+    if (c.protocol == api::Protocol::THREE_PHASE) ++result_.stats.three_phase_commits;
   } else {
     for (const Participant& p : participants_) {
       auto it = p.txns.find(c.txid);
@@ -1248,6 +1649,7 @@ void Simulation::ClientCommit(Client& c) {
   api::CommitTransactionRequest req;
   req.txid = c.txid;
   req.participants = c.attempted;
+  req.protocol = c.protocol;
   Rpc<Reply<api::CommitTransactionResponse>>(
       kClientBase + index, target,
       [this, target, req](std::function<void(Reply<api::CommitTransactionResponse>)> reply) {
@@ -1378,6 +1780,8 @@ void Simulation::ClientStep(Client& c) {
       }
       c.commit_attempts = 0;
       c.commit_sent = false;
+      c.protocol =
+          rng_.Chance(three_phase_p_) ? api::Protocol::THREE_PHASE : api::Protocol::TWO_PHASE;
       c.phase = CPhase::kBegin;
       ClientBegin(c);
       return;
@@ -1435,6 +1839,7 @@ void Simulation::ChooseProfile() {
   client_abort_p_ = rng_.Real(0, 0.1);
   get_outcome_p_ = rng_.Real(0, 0.5);
   crash_point_p_ = rng_.Chance(0.5) ? rng_.Real(0, 0.01) : 0;
+  three_phase_p_ = rng_.Real(0.3, 0.7);  // 2PC and 3PC transactions in every run
   Trace(
       "profile: drop={:.3f} dup={:.3f} long={:.3f} delay<={} disk<={} crash={:.4f} "
       "leader_crash={:.4f} partition={:.4f} part_crash={:.4f}",
@@ -1456,7 +1861,7 @@ void Simulation::InjectFaults() {
   }
   if (rng_.Chance(partition_p_)) {
     blocked_.clear();
-    switch (rng_.Uniform(4)) {
+    switch (rng_.Uniform(6)) {
       case 0: {  // isolate one replica (often the leader) from everyone
         int x = ids[rng_.Uniform(ids.size())];
         for (auto& [id, r] : replicas_) {
@@ -1489,6 +1894,26 @@ void Simulation::InjectFaults() {
           }
           Trace("partition: leader {} cut from the participants", id);
         }
+        break;
+      }
+      case 4: {  // every coordinator cut from every participant: 3PC rounds start, and race
+                 // the coordinators when the network heals
+        for (int id : ids) {
+          for (int i = 0; i < options_.participants; ++i) {
+            blocked_.insert({id, kPartBase + i}), blocked_.insert({kPartBase + i, id});
+          }
+        }
+        Trace("partition: every coordinator cut from the participants");
+        break;
+      }
+      case 5: {  // one participant cut from the other participants (and a side of coordinators)
+        const int x = static_cast<int>(rng_.Uniform(participants_.size()));
+        for (int i = 0; i < options_.participants; ++i) {
+          if (i != x)
+            blocked_.insert({kPartBase + x, kPartBase + i}),
+                blocked_.insert({kPartBase + i, kPartBase + x});
+        }
+        Trace("partition: participant {} cut from the other participants", x);
         break;
       }
       default: {  // one-way links anywhere among replicas
@@ -1572,7 +1997,7 @@ bool Simulation::Settled() {
   for (const Participant& p : participants_) {
     if (!p.up) return false;
     for (const auto& [txid, t] : p.txns) {
-      if (t.st == PSt::kPrepared) return false;
+      if (InDoubt(t.st)) return false;
     }
   }
   const Replica* leader = nullptr;
@@ -1581,8 +2006,8 @@ bool Simulation::Settled() {
     if (r.serving) leader = &r;
   }
   if (leader == nullptr) return false;
-  bool live_empty =
-      leader->state->Read([](const TxnStateMachine& sm) { return sm.live().empty(); });
+  bool live_empty = leader->state->Read(
+      [](const TxnStateMachine& sm) { return sm.live().empty() && sm.precommitted().empty(); });
   if (!live_empty) return false;
   // Every replica has applied what the leader applied (and nothing is in flight).
   for (auto& [id, r] : replicas_) {
@@ -1591,6 +2016,59 @@ bool Simulation::Settled() {
     }
   }
   return leader->driver->GetStats().active == 0;
+}
+
+void Simulation::CoordinatorsGone() {
+  Trace("--- every coordinator replica down; participants up and connected ---");
+  for (auto& [id, r] : replicas_) {
+    CrashReplica(r);
+    r.restart_at = 0;  // stays down
+  }
+  for (Participant& p : participants_) {
+    if (!p.up) p.restart_at = now_;
+  }
+  // What is in doubt now (participants that are down come back with their durable state).
+  std::map<std::pair<int, TxId>, bool> in_doubt;  // -> three_phase
+  for (const Participant& p : participants_) {
+    for (const auto& [txid, t] : p.txns) {
+      if (InDoubt(t.st)) in_doubt[{p.index, txid}] = t.three_phase;
+    }
+  }
+  for (int i = 0; i < options_.coordinators_down_ms && result_.ok; ++i) Step();
+  if (!result_.ok) return;
+  std::string stuck;
+  for (const Participant& p : participants_) {
+    for (const auto& [txid, t] : p.txns) {
+      if (!InDoubt(t.st)) continue;
+      // (A 2PC one may even have been prepared meanwhile, by a Prepare delayed in the network.)
+      if (t.three_phase) {
+        stuck += fmt::format(" [{} {} txid {}{}]", p.name(), PStName(t.st), txid,
+                             t.in_termination ? " in termination" : "");
+      }
+    }
+  }
+  if (!stuck.empty()) {
+    Fail("Termination",
+         "with every coordinator down and every participant up and connected, still in "
+         "doubt:" +
+             stuck);
+    return;
+  }
+  for (const auto& [key, three_phase] : in_doubt) {
+    const PTxn& t = participants_[key.first].txns.at(key.second);
+    if (three_phase) {
+      ++result_.stats.terminated_without_coordinator;
+    } else if (t.st != PSt::kPrepared && decisions_.count(key.second) == 0) {
+      // (One the log had decided may finish: its phase-two message was still in the network.)
+      Fail("Blocking", fmt::format("p{} finished 2PC txid {} ({}) with no coordinator up",
+                                   key.first, key.second, PStName(t.st)));
+      return;
+    } else if (t.st == PSt::kPrepared) {
+      ++result_.stats.blocked_two_phase;
+    }
+  }
+  Trace("without coordinators: {} 3PC in-doubt participants decided, {} 2PC ones still blocked",
+        result_.stats.terminated_without_coordinator, result_.stats.blocked_two_phase);
 }
 
 void Simulation::FinalChecks() {
@@ -1688,6 +2166,10 @@ SimResult Simulation::Run() {
 
   chaos_ = false;
   blocked_.clear();
+  if (options_.coordinators_down_ms > 0) {
+    CoordinatorsGone();
+    if (!result_.ok) return result_;
+  }
   Trace("--- healing: network repaired, everything restarted, no new transactions ---");
   for (auto& [id, r] : replicas_) {
     if (!r.up) {
@@ -1716,7 +2198,10 @@ SimResult Simulation::Run() {
     }
     for (const Participant& p : participants_) {
       for (const auto& [txid, t] : p.txns) {
-        if (t.st == PSt::kPrepared) detail += fmt::format(" [{} prepared {}]", p.name(), txid);
+        if (InDoubt(t.st)) {
+          detail += fmt::format(" [{} {} {}{}]", p.name(), PStName(t.st), txid,
+                                t.in_termination ? " in termination" : "");
+        }
       }
     }
     for (auto& [id, r] : replicas_) {

@@ -18,6 +18,12 @@
 //                        one of which wrote, holds a committed COMMIT decision at that moment; a
 //                        one-participant COMMITTED means that participant committed; ABORTED
 //                        means no participant ever commits it; GetOutcome never contradicts.
+//   Termination          (3PC) no participant pre-commits before PRECOMMIT is logged or aborts
+//                        once PRECOMMITTED; a round's outcome agrees with the log and with
+//                        every participant (checked as Atomicity, by what participants apply).
+// Then every coordinator replica goes down with the participants up and connected (a phase of
+// coordinators_down_ms): every 3PC transaction in doubt reaches its outcome through the
+// termination protocol, every 2PC one in doubt stays prepared (blocked).
 // And once the fault phase ends (network healed, everything restarted, clients finish what they
 // started and begin nothing new):
 //   Liveness             every client has a definitive answer, no participant holds a prepared
@@ -42,6 +48,10 @@ struct SimOptions {
   // Simulated milliseconds with faults, then at most this long for everything to settle.
   int chaos_ms = 6000;
   int liveness_ms = 30000;
+  // Between the faults and the liveness phase: every coordinator replica down for this long,
+  // participants up and connected. Every 3PC transaction must reach its outcome without them
+  // (the termination protocol); every 2PC one in doubt must stay blocked. 0: skip the phase.
+  int coordinators_down_ms = 4000;
   std::FILE* trace = nullptr;  // when set, a line per event
 };
 
@@ -57,6 +67,10 @@ struct SimStats {
   uint64_t snapshots_installed = 0;
   uint64_t messages = 0;
   uint64_t resolves = 0;
+  uint64_t three_phase_commits = 0;             // 3PC transactions told COMMITTED
+  uint64_t termination_rounds = 0;              // rounds started (probes included)
+  uint64_t terminated_without_coordinator = 0;  // 3PC in doubt when coordinators went, decided
+  uint64_t blocked_two_phase = 0;  // 2PC in doubt when coordinators went, still blocked
   uint64_t sim_ms = 0;
 };
 

@@ -58,6 +58,9 @@ struct Options {
   int batch_inflight = 4;
   int participant_threads = 128;
   bool keep_logs = false;
+  // --protocol: TWO_PHASE or THREE_PHASE for every transaction (3PC adds a PRECOMMIT to the
+  // Raft log and a durable PreCommit at each participant before the decision).
+  api::Protocol::type protocol = api::Protocol::TWO_PHASE;
 };
 
 uint16_t FreePort() {
@@ -362,12 +365,15 @@ StatusOr<RunResult> RunOnce(const Options& o, const std::string& dir, int client
   // Warm-up: connections, the first txid block, the participants' caches.
   {
     auto b = coord.Call<api::BeginResponse>(
-        [](api::CoordinatorServiceClient& c, api::BeginResponse& out) {
-          c.Begin(out, api::BeginRequest{});
+        [&](api::CoordinatorServiceClient& c, api::BeginResponse& out) {
+          api::BeginRequest breq;
+          breq.options.protocol = o.protocol;
+          c.Begin(out, breq);
         });
     if (!b.ok()) return Status::Unavailable("begin: " + b.Describe());
     api::CommitTransactionRequest req;
     req.txid = b.value.txid;
+    req.protocol = o.protocol;
     auto c = coord.Call<api::CommitTransactionResponse>(
         [&](api::CoordinatorServiceClient& cl, api::CommitTransactionResponse& out) {
           cl.Commit(out, req);
@@ -421,8 +427,10 @@ StatusOr<RunResult> RunOnce(const Options& o, const std::string& dir, int client
         const int64_t row = ci * mine + static_cast<int64_t>(rng() % static_cast<uint64_t>(mine));
         const auto t0 = SteadyClock::now();
         auto b = coord.Call<api::BeginResponse>(
-            [](api::CoordinatorServiceClient& c, api::BeginResponse& out) {
-              c.Begin(out, api::BeginRequest{});
+            [&](api::CoordinatorServiceClient& c, api::BeginResponse& out) {
+              api::BeginRequest breq;
+              breq.options.protocol = o.protocol;
+              c.Begin(out, breq);
             });
         if (!b.ok()) return fail("begin: " + b.Describe());
         const int64_t txid = b.value.txid;
@@ -434,6 +442,7 @@ StatusOr<RunResult> RunOnce(const Options& o, const std::string& dir, int client
         api::CommitTransactionRequest req;
         req.txid = txid;
         req.participants = {"p0", "p1"};
+        req.protocol = o.protocol;
         auto c = coord.Call<api::CommitTransactionResponse>(
             [&](api::CoordinatorServiceClient& cl, api::CommitTransactionResponse& out) {
               cl.Commit(out, req);
@@ -549,7 +558,10 @@ int Run(const Options& opts) {
   }
   std::printf(
       "txbench 2pc: 3 txcoord + 2 txpart on loopback, fsync on everywhere, one row written at "
-      "each participant per transaction, %.0f s per client count; %s\n",
+      "each participant per transaction, protocol %s, %.0f s per client count; %s\n",
+      o.protocol == api::Protocol::THREE_PHASE
+          ? "3PC (decision = PRECOMMIT logged + PreCommit at both + COMMIT logged)"
+          : "2PC",
       o.seconds, MachineDescription().c_str());
   int exit_code = 0;
   int run = 0;
@@ -579,6 +591,13 @@ RunFn Setup(CLI::App* cmd) {
       ->check(CLI::Range(1, 64));
   cmd->add_option("--participant-threads", o->participant_threads, "txcoord --participant-threads")
       ->check(CLI::Range(1, 4096));
+  cmd->add_option_function<std::string>(
+         "--protocol",
+         [o](const std::string& p) {
+           o->protocol = p == "3pc" ? api::Protocol::THREE_PHASE : api::Protocol::TWO_PHASE;
+         },
+         "2pc (default) or 3pc: the commit protocol of every transaction")
+      ->check(CLI::IsMember({"2pc", "3pc"}));
   return [o] {
     spdlog::set_level(spdlog::level::warn);
     return Run(*o);

@@ -75,6 +75,17 @@ std::string ProtocolName(api::Protocol::type p) {
   return EnumName(api::_Protocol_VALUES_TO_NAMES, p);
 }
 std::string TxStateName(api::TxState::type s) { return EnumName(api::_TxState_VALUES_TO_NAMES, s); }
+// For the txns table: "2PC", "3PC".
+std::string ProtocolShortName(api::Protocol::type p) {
+  switch (static_cast<int>(p)) {
+    case api::Protocol::TWO_PHASE:
+      return "2PC";
+    case api::Protocol::THREE_PHASE:
+      return "3PC";
+    default:
+      return ProtocolName(p);
+  }
+}
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "txctl: %s\n", message.c_str());
@@ -376,14 +387,14 @@ int Txns(Cluster& cluster, const Globals& g, bool include_begun) {
                 include_begun ? "" : " (--all also lists begun ones without a Commit yet)");
     return 0;
   }
-  Table t({"TXID", "PHASE", "DECISION", "AGE", "VOTES", "WAITING ON"});
+  Table t({"TXID", "PROTOCOL", "PHASE", "DECISION", "AGE", "VOTES", "WAITING ON"});
   for (const auto& v : listed) {
     std::string votes;
     for (const auto& p : v.participants) {
       if (!votes.empty()) votes += " ";
       votes += fmt::format("{}={}{}", p.name, VoteName(p.vote), p.acknowledged ? "(acked)" : "");
     }
-    t.Add({std::to_string(v.txid), PhaseName(v.phase),
+    t.Add({std::to_string(v.txid), ProtocolShortName(v.protocol), PhaseName(v.phase),
            v.__isset.decision ? DecisionName(v.decision) : "-", FormatAge(v.age_ms),
            votes.empty() ? "-" : votes, WaitingOn(v)});
   }
@@ -418,6 +429,7 @@ std::string StateAt(const std::string& address, int64_t txid, Millis timeout) {
   if (!s.ok()) return "unreachable: " + s.message();
   if (error) return ErrorCodeName(error->code) + ": " + error->message;
   std::string out = TxStateName(st.state);
+  if (st.in_termination) out += " (in a 3PC termination round)";
   if (st.state_age_ms > 0) out += " for " + FormatAge(st.state_age_ms);
   if (st.locks_held > 0) out += fmt::format(", {} lock(s)", st.locks_held);
   if (st.__isset.abort_reason) out += ", " + st.abort_reason;

@@ -106,6 +106,8 @@ class FakeChannel final : public ParticipantChannel {
     std::function<void(Status transport, std::optional<api::TxError> error,
                        std::optional<api::Vote::type> vote, std::optional<bool> committed)>
         reply;
+    // PreCommit only: answers the participant's state.
+    std::function<void(api::TxState::type state, bool in_termination)> precommit_reply;
   };
 
   void Prepare(const std::string& address, api::PrepareRequest request,
@@ -149,6 +151,26 @@ class FakeChannel final : public ParticipantChannel {
     calls_.push_back(std::move(c));
   }
 
+  void PreCommit(const std::string& address, api::PreCommitRequest request,
+                 ReplyCallback<api::PreCommitResponse> done) override {
+    Call c{"precommit", address, request.txid, std::nullopt, nullptr};
+    c.reply = [done](Status t, std::optional<api::TxError> e, std::optional<api::Vote::type>,
+                     std::optional<bool>) {
+      ParticipantReply<api::PreCommitResponse> r;
+      r.transport = t;
+      r.error = e;
+      r.response.state = api::TxState::PRECOMMITTED;
+      done(r);
+    };
+    c.precommit_reply = [done](api::TxState::type state, bool in_termination) {
+      ParticipantReply<api::PreCommitResponse> r;
+      r.response.state = state;
+      r.response.in_termination = in_termination;
+      done(r);
+    };
+    calls_.push_back(std::move(c));
+  }
+
   size_t size() const { return calls_.size(); }
   // Kinds and addresses of the waiting calls, e.g. "prepare@a prepare@b".
   std::string Describe() const {
@@ -176,6 +198,13 @@ class FakeChannel final : public ParticipantChannel {
   }
   void Ack(const std::string& address) {
     Take(address).reply(Status::OK(), std::nullopt, std::nullopt, std::nullopt);
+  }
+  // Answers a waiting PreCommit with `state`.
+  void PreCommitState(const std::string& address, api::TxState::type state,
+                      bool in_termination = false) {
+    Call c = Take(address);
+    ASSERT_EQ(c.kind, "precommit") << "at " << address;
+    c.precommit_reply(state, in_termination);
   }
   void OnePhase(const std::string& address, bool committed) {
     Take(address).reply(Status::OK(), std::nullopt, std::nullopt, committed);
@@ -264,19 +293,22 @@ class DriverTest : public ::testing::Test {
     ASSERT_EQ(1, log_.ApplyAll());  // the txid block
   }
 
-  TxId Begin(int32_t timeout_ms = 0) {
+  TxId Begin(int32_t timeout_ms = 0, api::Protocol::type protocol = api::Protocol::TWO_PHASE) {
     api::BeginRequest req;
     req.options.timeout_ms = timeout_ms;
+    req.options.protocol = protocol;
     Reply<api::BeginResponse> r = driver_->Begin(req);
     EXPECT_TRUE(r.ok()) << (r.error ? r.error->message : "");
     return r.value.txid;
   }
 
   void Commit(TxId txid, std::vector<std::string> parts,
-              Answer<api::CommitTransactionResponse>* answer) {
+              Answer<api::CommitTransactionResponse>* answer,
+              api::Protocol::type protocol = api::Protocol::TWO_PHASE) {
     api::CommitTransactionRequest req;
     req.txid = txid;
     req.participants = std::move(parts);
+    req.protocol = protocol;
     driver_->Commit(req, answer->Callback());
   }
 
@@ -320,6 +352,7 @@ class DriverTest : public ::testing::Test {
       std::string k = c.__isset.decide
                           ? (c.decide.outcome == coordlog::Outcome::COMMITTED ? "COMMIT" : "ABORT")
                       : c.__isset.end_transaction ? "END"
+                      : c.__isset.precommit       ? "PRECOMMIT"
                       : c.__isset.reserve_txids   ? "RESERVE"
                                                   : "REGISTER";
       s += (s.empty() ? "" : " ") + k;
@@ -784,11 +817,11 @@ TEST_F(DriverTest, BeginHandsOutTxidsOnlyFromReservedBlocks) {
   EXPECT_LT(*seen.rbegin(), next) << "a txid outside every reserved block";
 }
 
-TEST_F(DriverTest, BeginRefusesThreePhaseAndOutOfRangeTimeouts) {
+TEST_F(DriverTest, BeginAcceptsThreePhaseAndRefusesOutOfRangeTimeouts) {
   BecomeLeaderWithParticipants();
   api::BeginRequest req;
   req.options.protocol = api::Protocol::THREE_PHASE;
-  EXPECT_EQ(ErrorCode::INVALID_ARGUMENT, driver_->Begin(req).error->code);
+  EXPECT_TRUE(driver_->Begin(req).ok());
   req.options.protocol = api::Protocol::TWO_PHASE;
   req.options.timeout_ms = -1;
   EXPECT_EQ(ErrorCode::INVALID_ARGUMENT, driver_->Begin(req).error->code);
@@ -1087,6 +1120,201 @@ TEST_F(FullStateDriverTest, CommitRefusedForLackOfRoomInTheStateBecomesAnAbort) 
   EXPECT_EQ(Decision::COMMITTED, first.reply.value.decision);
   EXPECT_EQ(Decision::ABORTED, second.reply.value.decision);
   EXPECT_EQ(ErrorCode::RESOURCE_EXHAUSTED, second.reply.value.reason_code);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Three-phase commit (docs/protocol.md, "Three-phase commit")
+// ---------------------------------------------------------------------------------------------
+
+constexpr api::Protocol::type k3pc = api::Protocol::THREE_PHASE;
+
+TEST_F(DriverTest, ThreePhaseLogsPrecommitBeforePreCommitAndCommitOnlyAfterEveryAck) {
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin(0, k3pc);
+  Answer<api::CommitTransactionResponse> answer;
+  Commit(txid, {"a", "b", "c"}, &answer, k3pc);
+  FakeChannel::Call first = channel_.Take("a:1");
+  ASSERT_TRUE(first.info.has_value());
+  EXPECT_EQ(k3pc, first.info->protocol);
+  EXPECT_EQ(3u, first.info->participants.size()) << "every peer's endpoint, for termination";
+  first.reply(Status::OK(), std::nullopt, api::Vote::YES, std::nullopt);
+  channel_.Vote("b:1", api::Vote::YES);
+  channel_.Vote("c:1", api::Vote::READ_ONLY);
+  EXPECT_EQ("PRECOMMIT", PendingKinds());
+  EXPECT_EQ(0u, channel_.size()) << "PreCommit sent before PRECOMMIT was applied";
+  log_.ApplyAll();
+  EXPECT_EQ(TxnKnowledge::kPreCommitted, Lookup(txid).knowledge);
+  // Only the YES voters pre-commit.
+  EXPECT_EQ("precommit@a:1 precommit@b:1", channel_.Describe());
+  channel_.PreCommitState("a:1", api::TxState::PRECOMMITTED);
+  EXPECT_EQ("", PendingKinds()) << "COMMIT before every YES voter acknowledged PreCommit";
+  EXPECT_FALSE(answer.arrived);
+  channel_.PreCommitState("b:1", api::TxState::PRECOMMITTED);
+  EXPECT_EQ("COMMIT", PendingKinds());
+  log_.ApplyAll();
+  ASSERT_TRUE(answer.arrived);
+  EXPECT_EQ(Decision::COMMITTED, answer.reply.value.decision);
+  EXPECT_EQ("commit@a:1 commit@b:1", channel_.Describe());
+  channel_.Ack("a:1");
+  channel_.Ack("b:1");
+  EXPECT_EQ("END", PendingKinds());
+  log_.ApplyAll();
+  EXPECT_EQ(TxnKnowledge::kFinished, Lookup(txid).knowledge);
+  EXPECT_EQ(1u, driver_->GetStats().precommits_proposed);
+}
+
+TEST_F(DriverTest, ThreePhaseNoVoteAbortsWithoutPrecommit) {
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin(0, k3pc);
+  Answer<api::CommitTransactionResponse> answer;
+  Commit(txid, {"a", "b"}, &answer, k3pc);
+  channel_.Vote("a:1", api::Vote::YES);
+  channel_.Vote("b:1", api::Vote::NO);
+  EXPECT_EQ("ABORT", PendingKinds());
+  log_.ApplyAll();
+  ASSERT_TRUE(answer.arrived);
+  EXPECT_EQ(Decision::ABORTED, answer.reply.value.decision);
+  EXPECT_EQ("abort@a:1", channel_.Describe());
+}
+
+TEST_F(DriverTest, ThreePhaseUnacknowledgedPreCommitIsRetriedAndNeverTimesOutIntoAnAbort) {
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin(100, k3pc);
+  Answer<api::CommitTransactionResponse> answer;
+  Commit(txid, {"a", "b"}, &answer, k3pc);
+  channel_.Vote("a:1", api::Vote::YES);
+  channel_.Vote("b:1", api::Vote::YES);
+  log_.ApplyAll();
+  channel_.PreCommitState("a:1", api::TxState::PRECOMMITTED);
+  channel_.Fail("b:1");
+  Advance(std::chrono::milliseconds(500));  // far past the transaction's 100 ms timeout
+  EXPECT_EQ("", PendingKinds()) << "an ABORT after PRECOMMIT";
+  EXPECT_EQ("precommit@b:1", channel_.Describe());
+  // A participant that joined a termination round refuses; it is asked again.
+  channel_.PreCommitState("b:1", api::TxState::PREPARED, /*in_termination=*/true);
+  Advance(std::chrono::milliseconds(500));
+  EXPECT_EQ("precommit@b:1", channel_.Describe());
+  // Its round committed (it saw a's PRECOMMITTED): that acknowledges too.
+  channel_.PreCommitState("b:1", api::TxState::COMMITTED);
+  EXPECT_EQ("COMMIT", PendingKinds());
+  log_.ApplyAll();
+  EXPECT_EQ(Decision::COMMITTED, answer.reply.value.decision);
+}
+
+TEST_F(DriverTest, ThreePhaseAdoptsTheAbortOfATerminationRound) {
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin(0, k3pc);
+  Answer<api::CommitTransactionResponse> answer;
+  Commit(txid, {"a", "b"}, &answer, k3pc);
+  channel_.Vote("a:1", api::Vote::YES);
+  channel_.Vote("b:1", api::Vote::YES);
+  log_.ApplyAll();
+  // Both participants had joined a round that found them only PREPARED and aborted.
+  channel_.PreCommitState("a:1", api::TxState::ABORTED);
+  EXPECT_EQ("ABORT", PendingKinds());
+  std::vector<coordlog::Command> cmds = log_.PendingCommands();
+  ASSERT_EQ(1u, cmds.size());
+  EXPECT_EQ(coordlog::Origin::TERMINATION, cmds[0].decide.origin);
+  log_.ApplyAll();
+  ASSERT_TRUE(answer.arrived);
+  EXPECT_EQ(Decision::ABORTED, answer.reply.value.decision);
+  EXPECT_EQ(1u, driver_->GetStats().terminations_adopted);
+}
+
+TEST_F(DriverTest, ThreePhasePastPrecommitResolveGetOutcomeAndAbortWaitForTheOutcome) {
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin(0, k3pc);
+  Answer<api::CommitTransactionResponse> answer;
+  Commit(txid, {"a", "b"}, &answer, k3pc);
+  channel_.Vote("a:1", api::Vote::YES);
+  channel_.Vote("b:1", api::Vote::YES);
+  log_.ApplyAll();
+  // The leader dies before any PreCommit arrives; a new one has not picked it up yet.
+  channel_.Take("a:1");
+  channel_.Take("b:1");
+  driver_->StepDown();
+  Start();
+  driver_->BecomeLeader(2);
+  log_.ApplyAll();
+  EXPECT_EQ(1u, driver_->GetStats().phase_two_redriven);
+  EXPECT_EQ("precommit@a:1 precommit@b:1", channel_.Describe());
+  Answer<api::ResolveResponse> resolve;
+  Resolve(txid, &resolve);
+  ASSERT_TRUE(resolve.arrived);
+  EXPECT_EQ(Decision::PENDING, resolve.reply.value.decision) << "presumed abort after PRECOMMIT";
+  Answer<api::GetOutcomeResponse> outcome;
+  GetOutcome(txid, &outcome);
+  ASSERT_TRUE(outcome.arrived);
+  EXPECT_EQ(Decision::PENDING, outcome.reply.value.decision);
+  Answer<api::AbortTransactionResponse> abort;
+  Abort(txid, {"a", "b"}, &abort);
+  EXPECT_FALSE(abort.arrived);
+  EXPECT_EQ("", PendingKinds()) << "a client's ABORT after PRECOMMIT";
+  channel_.PreCommitState("a:1", api::TxState::PRECOMMITTED);
+  channel_.PreCommitState("b:1", api::TxState::PRECOMMITTED);
+  log_.ApplyAll();
+  ASSERT_TRUE(abort.arrived);
+  EXPECT_EQ(Decision::COMMITTED, abort.reply.value.decision);
+}
+
+TEST_F(DriverTest, ThreePhaseAbortLosingToAPrecommitLoggedFirstContinuesTheProtocol) {
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin(0, k3pc);
+  // An earlier leader logged PRECOMMIT; this one has a Commit collecting votes, which a NO
+  // (a participant that had meanwhile forgotten it, say) turns into an ABORT proposal.
+  {
+    coordlog::Entry e;
+    coordlog::Command c;
+    coordlog::PreCommit pc;
+    pc.txid = txid;
+    for (std::string n : {"a", "b"}) {
+      coordlog::Participant p;
+      p.name = n;
+      p.address = n + ":1";
+      p.vote = coordlog::Vote::YES;
+      p.notify = true;
+      pc.participants.push_back(p);
+    }
+    c.__set_precommit(pc);
+    e.commands.push_back(c);
+    Answer<api::CommitTransactionResponse> answer;
+    Commit(txid, {"a", "b"}, &answer, k3pc);
+    channel_.Vote("a:1", api::Vote::YES);
+    log_.set_index(log_.index() + 1);
+    ASSERT_TRUE(state_.Apply(log_.index(), EncodeEntry(e)).ok());
+    channel_.Vote("b:1", api::Vote::NO);
+    EXPECT_EQ("ABORT", PendingKinds());
+    log_.ApplyAll();
+    EXPECT_FALSE(answer.arrived);
+    EXPECT_EQ(TxnKnowledge::kPreCommitted, Lookup(txid).knowledge);
+    EXPECT_EQ("precommit@a:1 precommit@b:1", channel_.Describe());
+    channel_.PreCommitState("a:1", api::TxState::PRECOMMITTED);
+    channel_.PreCommitState("b:1", api::TxState::PRECOMMITTED);
+    log_.ApplyAll();
+    ASSERT_TRUE(answer.arrived);
+    EXPECT_EQ(Decision::COMMITTED, answer.reply.value.decision);
+  }
+}
+
+TEST_F(DriverTest, ListTransactionsShowsTheProtocolAndThePrecommitPhase) {
+  BecomeLeaderWithParticipants();
+  TxId txid = Begin(0, k3pc);
+  Answer<api::CommitTransactionResponse> answer;
+  Commit(txid, {"a", "b"}, &answer, k3pc);
+  channel_.Vote("a:1", api::Vote::YES);
+  channel_.Vote("b:1", api::Vote::YES);
+  log_.ApplyAll();
+  channel_.PreCommitState("a:1", api::TxState::PRECOMMITTED);
+  api::ListTransactionsRequest req;
+  Reply<api::ListTransactionsResponse> r = driver_->ListTransactions(req);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(1u, r.value.transactions.size());
+  const api::TransactionView& v = r.value.transactions[0];
+  EXPECT_EQ(k3pc, v.protocol);
+  EXPECT_EQ(api::TransactionPhase::PRECOMMITTING, v.phase);
+  ASSERT_EQ(2u, v.participants.size());
+  EXPECT_TRUE(v.participants[0].acknowledged);
+  EXPECT_TRUE(v.participants[1].waiting);
 }
 
 }  // namespace

@@ -362,6 +362,120 @@ void ApplyRandomWorkload(TxnStateMachine* sm, uint64_t* index, uint64_t seed, in
   }
 }
 
+// ---- 3PC: PreCommit
+
+coordlog::Command PreCommit(TxId txid) {
+  coordlog::Command c;
+  coordlog::PreCommit p;
+  p.txid = txid;
+  p.participants = {Part("a", Vote::YES, true), Part("b", Vote::YES, true)};
+  c.__set_precommit(p);
+  return c;
+}
+
+coordlog::Command Decide3pc(TxId txid, Outcome::type outcome,
+                            coordlog::Origin::type origin = coordlog::Origin::CLIENT_COMMIT) {
+  coordlog::Command c = Decide(txid, outcome);
+  c.decide.protocol = api::Protocol::THREE_PHASE;
+  c.decide.origin = origin;
+  return c;
+}
+
+TEST_F(StateMachineTest, PreCommitRecordsAnUndecidedThreePhaseTransaction) {
+  Issue();
+  EXPECT_EQ(ResultCode::OK, Run(PreCommit(5)).code);
+  TxnLookup l = sm_.Lookup(5);
+  EXPECT_EQ(TxnKnowledge::kPreCommitted, l.knowledge);
+  EXPECT_FALSE(l.outcome.has_value()) << "PRECOMMIT is not a decision";
+  ASSERT_NE(nullptr, l.precommit);
+  EXPECT_EQ(2u, l.precommit->precommit.participants.size());
+  EXPECT_EQ(index_, l.precommit->logged_index);
+  // A repeated proposal changes nothing.
+  EXPECT_EQ(ResultCode::OK, Run(PreCommit(5)).code);
+  EXPECT_EQ(1u, sm_.precommitted().size());
+}
+
+TEST_F(StateMachineTest, CommitAfterPreCommitDecidesAndMovesToPhaseTwo) {
+  Issue();
+  ASSERT_EQ(ResultCode::OK, Run(PreCommit(5)).code);
+  coordlog::CommandResult r = Run(Decide3pc(5, Outcome::COMMITTED));
+  EXPECT_EQ(ResultCode::OK, r.code);
+  EXPECT_EQ(Outcome::COMMITTED, r.outcome);
+  EXPECT_EQ(TxnKnowledge::kLive, sm_.Lookup(5).knowledge);
+  EXPECT_TRUE(sm_.precommitted().empty());
+}
+
+TEST_F(StateMachineTest, AbortAfterPreCommitIsRefusedUnlessItIsTheTerminationOutcome) {
+  Issue();
+  ASSERT_EQ(ResultCode::OK, Run(PreCommit(5)).code);
+  for (coordlog::Origin::type o : {coordlog::Origin::CLIENT_COMMIT, coordlog::Origin::CLIENT_ABORT,
+                                   coordlog::Origin::RESOLVE, coordlog::Origin::TIMEOUT}) {
+    EXPECT_EQ(ResultCode::PRECOMMITTED, Run(Decide3pc(5, Outcome::ABORTED, o)).code) << o;
+    EXPECT_EQ(TxnKnowledge::kPreCommitted, sm_.Lookup(5).knowledge);
+  }
+  coordlog::CommandResult r = Run(Decide3pc(5, Outcome::ABORTED, coordlog::Origin::TERMINATION));
+  EXPECT_EQ(ResultCode::OK, r.code);
+  EXPECT_EQ(Outcome::ABORTED, sm_.Lookup(5).outcome);
+  // And once decided, the first decision wins as always.
+  EXPECT_EQ(ResultCode::ALREADY_DECIDED, Run(Decide3pc(5, Outcome::COMMITTED)).code);
+  EXPECT_EQ(Outcome::ABORTED, sm_.Lookup(5).outcome);
+}
+
+TEST_F(StateMachineTest, ThreePhaseCommitWithoutPreCommitIsRefused) {
+  Issue();
+  EXPECT_EQ(ResultCode::INVALID, Run(Decide3pc(5, Outcome::COMMITTED)).code);
+  EXPECT_EQ(TxnKnowledge::kUndecided, sm_.Lookup(5).knowledge);
+  // An ABORT before PRECOMMIT is an ordinary first decision, and a later PRECOMMIT loses to it.
+  EXPECT_EQ(ResultCode::OK, Run(Decide3pc(5, Outcome::ABORTED, coordlog::Origin::TIMEOUT)).code);
+  coordlog::CommandResult r = Run(PreCommit(5));
+  EXPECT_EQ(ResultCode::ALREADY_DECIDED, r.code);
+  EXPECT_EQ(Outcome::ABORTED, r.outcome);
+  EXPECT_EQ(TxnKnowledge::kLive, sm_.Lookup(5).knowledge);
+}
+
+TEST_F(StateMachineTest, PreCommitOfATxidNeverIssuedOrMalformedIsRefused) {
+  Issue();
+  EXPECT_EQ(ResultCode::INVALID, Run(PreCommit(0)).code);
+  EXPECT_EQ(ResultCode::INVALID, Run(PreCommit(101)).code);
+  coordlog::Command c = PreCommit(5);
+  c.precommit.participants.push_back(Part("a", Vote::YES, true));  // repeated
+  EXPECT_EQ(ResultCode::INVALID, Run(c).code);
+  EXPECT_TRUE(sm_.precommitted().empty());
+}
+
+TEST_F(SmallStateMachineTest, PreCommitsCountAgainstTheLiveBoundButTheirCommitAlwaysFits) {
+  Issue();
+  ASSERT_EQ(ResultCode::OK, Run(PreCommit(1)).code);
+  ASSERT_EQ(ResultCode::OK, Run(Decide(2, Outcome::COMMITTED)).code);
+  EXPECT_EQ(ResultCode::RESOURCE_EXHAUSTED, Run(PreCommit(3)).code);
+  EXPECT_EQ(ResultCode::RESOURCE_EXHAUSTED, Run(Decide(4, Outcome::COMMITTED)).code);
+  EXPECT_EQ(ResultCode::OK, Run(Decide3pc(1, Outcome::COMMITTED)).code);
+  EXPECT_EQ(TxnKnowledge::kLive, sm_.Lookup(1).knowledge);
+}
+
+TEST_F(StateMachineTest, PreCommittedTransactionsSurviveASnapshot) {
+  Issue();
+  ASSERT_EQ(ResultCode::OK, Run(PreCommit(5)).code);
+  ASSERT_EQ(ResultCode::OK, Run(PreCommit(7)).code);
+  StatusOr<coordlog::Snapshot> decoded = DecodeSnapshot(EncodeSnapshot(sm_.ToSnapshot()));
+  ASSERT_TRUE(decoded.ok());
+  TxnStateMachine b;
+  ASSERT_TRUE(b.Restore(*decoded).ok());
+  EXPECT_EQ(TxnKnowledge::kPreCommitted, b.Lookup(5).knowledge);
+  EXPECT_EQ(TxnKnowledge::kPreCommitted, b.Lookup(7).knowledge);
+  EXPECT_EQ(sm_.ToSnapshot(), b.ToSnapshot());
+  // Out of order, or both pre-committed and decided: refused.
+  coordlog::Snapshot bad = sm_.ToSnapshot();
+  std::swap(bad.precommitted[0], bad.precommitted[1]);
+  EXPECT_EQ(Status::Code::kCorruption, TxnStateMachine().Restore(bad).code());
+  bad = sm_.ToSnapshot();
+  coordlog::FinishedOutcome f;
+  f.txid = 5;
+  f.outcome = Outcome::ABORTED;
+  bad.finished.push_back(f);
+  EXPECT_EQ(Status::Code::kCorruption, TxnStateMachine().Restore(bad).code());
+}
+
 TEST(StateMachineSnapshot, RoundTripRestoresEveryPartOfTheState) {
   StateMachineLimits limits;
   limits.max_remembered_outcomes = 10;  // so the watermark moves
