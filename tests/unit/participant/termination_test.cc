@@ -197,6 +197,15 @@ TEST_F(TerminationTest, AHigherNamedParticipantDefersToTheLowestInDoubt) {
   EXPECT_EQ(Terminator::RoundResult::kBlocked, TerminatorAt(1)->RunRound(1));
 }
 
+TEST_F(TerminationTest, ALowerNamedParticipantThatIsNoLongerInDoubtIsNotElected) {
+  // Found by coordinator_sim (seed 7, before the fix): a backup deferred to a reachable
+  // lower-named participant that had nothing to terminate, which never ran a round.
+  PrepareEverywhere(1);
+  ASSERT_TRUE(parts_[0]->Abort(1).ok());  // p0 finished (aborted before any PRECOMMIT)
+  EXPECT_EQ(Terminator::RoundResult::kAborted, TerminatorAt(1)->RunRound(1));
+  for (int i = 0; i < kParticipants; ++i) EXPECT_EQ(TxnState::kAborted, StateAt(i, 1)) << i;
+}
+
 TEST_F(TerminationTest, TerminationStartsOnlyOnceNoCoordinatorAnsweredForTheTimeout) {
   PrepareEverywhere(1);
   Terminator* t = TerminatorAt(0);
