@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -417,8 +418,19 @@ std::optional<int> LocalCluster::Terminate(const std::string& node,
     }
     std::this_thread::sleep_for(20ms);
   }
+  DumpThreadStacks(pid, fmt::format("{}/{}.stacks", spec_.work_dir, node));
   Kill(node);
   return std::nullopt;
+}
+
+void LocalCluster::DumpThreadStacks(pid_t pid, const std::string& path) {
+  // Best effort, and only where gdb is installed: a process that ignores SIGTERM is stuck
+  // somewhere (finding 3 in docs/reliability.md was such a hang), and its stacks are the one
+  // clue a kill destroys. Bounded: gdb gets 30 s.
+  if (::access("/usr/bin/gdb", X_OK) != 0) return;
+  const std::string command = fmt::format(
+      "timeout 30 /usr/bin/gdb -p {} -batch -ex 'thread apply all bt' >'{}' 2>&1", pid, path);
+  (void)std::system(command.c_str());
 }
 
 std::vector<ExitEvent> LocalCluster::ReapExits() {

@@ -115,8 +115,9 @@ class LocalCluster {
   // SIGSTOP / SIGCONT. No-op unless running / paused.
   void Pause(const std::string& node);
   void Resume(const std::string& node);
-  // SIGTERM (SIGCONT first if paused) and wait up to `timeout`; then SIGKILL. Returns the wait
-  // status, or nullopt if it had to be killed (or was down).
+  // SIGTERM (SIGCONT first if paused) and wait up to `timeout`; then, if gdb is installed, its
+  // threads' stacks go to <work_dir>/<node>.stacks, and SIGKILL. Returns the wait status, or
+  // nullopt if it had to be killed (or was down).
   std::optional<int> Terminate(const std::string& node, std::chrono::milliseconds timeout);
 
   // Exits of running or paused processes that nobody caused, since the last call; such nodes
@@ -155,6 +156,8 @@ class LocalCluster {
   std::vector<std::string> Argv(const Node& n) const;
   // Waits for the exit of a process we signalled; requires mu_.
   void ReapLocked(Node& n);
+  // Writes every thread's stack of `pid` to `path` with gdb, if installed; does nothing else.
+  static void DumpThreadStacks(pid_t pid, const std::string& path);
 
   // Runs `fork_and_exec` on the spawner thread and returns its result.
   pid_t Spawn(std::function<pid_t()> fork_and_exec);

@@ -668,7 +668,10 @@ RunReport RunScenario(const RunOptions& o) {
   for (const std::string& node : cluster.Nodes()) {
     std::optional<int> status = cluster.Terminate(node, 15s);
     if (!status.has_value()) {
-      unclean.push_back(node + " did not stop within 15 s of SIGTERM");
+      unclean.push_back(
+          node +
+          " did not stop within 15 s of SIGTERM (its threads' stacks, if gdb is installed: " +
+          node + ".stacks in the run directory)");
     } else if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
       unclean.push_back(node + " " + ExitEvent{node, *status}.Describe() + " on SIGTERM");
     }
