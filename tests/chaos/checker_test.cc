@@ -50,8 +50,12 @@ class FakeParticipant {
   void Outcome(int64_t txid, int outcome) {
     Exec(fmt::format("INSERT INTO _txpart_outcomes(txid, outcome) VALUES ({}, {})", txid, outcome));
   }
-  void Prepared(int64_t txid) {
-    Exec(fmt::format("INSERT INTO _txpart_prepared(txid, state) VALUES ({}, 1)", txid));
+  // `state` as stored: 1 PREPARED, 2 PRECOMMITTED, + 16 in a 3PC termination round.
+  void Prepared(int64_t txid, int state = 1) {
+    Exec(fmt::format("INSERT INTO _txpart_prepared(txid, state) VALUES ({}, {})", txid, state));
+  }
+  void Unprepare(int64_t txid) {
+    Exec(fmt::format("DELETE FROM _txpart_prepared WHERE txid = {}", txid));
   }
   ParticipantData Read() {
     StatusOr<ParticipantData> d = ReadParticipant(name_, path_);
@@ -217,6 +221,79 @@ TEST_F(CheckerTest, NothingPreparedNamesWhatIsStillPrepared) {
   CheckResult c = CheckNothingPrepared(Data());
   EXPECT_FALSE(c.ok);
   EXPECT_NE(std::string::npos, c.detail.find("p2 still holds prepared txids [41]")) << c.detail;
+}
+
+TEST_F(CheckerTest, ReadParticipantTellsPreCommittedFromPrepared) {
+  p1_.Prepared(7, 1);
+  p1_.Prepared(8, 2);
+  p1_.Prepared(9, 2 + 16);  // PRECOMMITTED, and in a termination round
+  ParticipantData d = p1_.Read();
+  EXPECT_EQ((std::vector<int64_t>{7, 8, 9}), d.prepared);
+  EXPECT_EQ((std::vector<int64_t>{8, 9}), d.precommitted);
+}
+
+// An outage of every coordinator: txid 5 is PRECOMMITTED at p1 and PREPARED at p2 when they
+// go down (and txid 6 only PREPARED, which 3PC may leave blocked or abort).
+class CoordinatorOutageTest : public CheckerTest {
+ protected:
+  CoordinatorOutage Outage() {
+    CoordinatorOutage o;
+    o.down_ms = 1000;
+    o.restart_ms = 4000;
+    p1_.Prepared(5, 2);
+    p2_.Prepared(5, 1);
+    p2_.Prepared(6, 1);
+    o.at_down = Data();
+    return o;
+  }
+};
+
+TEST_F(CoordinatorOutageTest, HoldsWhenThePreCommittedTransactionCommittedEverywhere) {
+  CoordinatorOutage o = Outage();
+  for (FakeParticipant* p : {&p1_, &p2_}) {
+    p->Unprepare(5);
+    p->Outcome(5, 1);
+  }
+  o.before_restart = Data();  // txid 6 still prepared: not PRECOMMITTED anywhere, not checked
+  CheckResult c = CheckPreCommittedFinishWithoutCoordinators({o});
+  EXPECT_TRUE(c.ok) << c.detail;
+  EXPECT_NE(std::string::npos, c.detail.find("1 transaction(s) PRECOMMITTED")) << c.detail;
+}
+
+TEST_F(CoordinatorOutageTest, CatchesAPreCommittedTransactionStillInDoubt) {
+  CoordinatorOutage o = Outage();
+  p1_.Unprepare(5);
+  p1_.Outcome(5, 1);
+  o.before_restart = Data();  // p2 still holds it prepared
+  CheckResult c = CheckPreCommittedFinishWithoutCoordinators({o});
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(std::string::npos, c.detail.find("txid 5 (PRECOMMITTED at p1 when the coordinators "
+                                             "went down at 1000 ms) still prepared at p2 3000 "
+                                             "ms later"))
+      << c.detail;
+}
+
+TEST_F(CoordinatorOutageTest, CatchesAPreCommittedTransactionAbortedSomewhere) {
+  CoordinatorOutage o = Outage();
+  p1_.Unprepare(5);
+  p1_.Outcome(5, 1);
+  p2_.Unprepare(5);
+  p2_.Outcome(5, 2);
+  o.before_restart = Data();
+  CheckResult c = CheckPreCommittedFinishWithoutCoordinators({o});
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(std::string::npos, c.detail.find("recorded ABORTED at p2")) << c.detail;
+}
+
+TEST_F(CoordinatorOutageTest, CatchesAPreparedRecordGoneWithoutAnOutcome) {
+  CoordinatorOutage o = Outage();
+  p1_.Unprepare(5);
+  p1_.Outcome(5, 1);
+  p2_.Unprepare(5);
+  o.before_restart = Data();
+  CheckResult c = CheckPreCommittedFinishWithoutCoordinators({o});
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(std::string::npos, c.detail.find("has no outcome at p2")) << c.detail;
 }
 
 TEST(ReadParticipant, ReportsAFileThatIsNotADatabase) {

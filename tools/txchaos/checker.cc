@@ -33,6 +33,11 @@ struct Violations {
   }
 };
 
+// _txpart_prepared.state as docs/participant.md (section 7) documents it: the low bits are
+// 1 PREPARED or 2 PRECOMMITTED; 16 marks a transaction in a 3PC termination round.
+constexpr int kStoredStateMask = 0x0f;
+constexpr int kStoredPreCommitted = 2;
+
 using Db = std::unique_ptr<sqlite3, int (*)(sqlite3*)>;
 
 Status Query(sqlite3* db, const std::string& path, const char* sql,
@@ -77,9 +82,14 @@ StatusOr<ParticipantData> ReadParticipant(const std::string& name, const std::st
   TX_RETURN_IF_ERROR(Query(
       raw, db_path, "SELECT txid, outcome FROM _txpart_outcomes",
       [&](sqlite3_stmt* s) { d.outcomes[sqlite3_column_int64(s, 0)] = sqlite3_column_int(s, 1); }));
-  TX_RETURN_IF_ERROR(
-      Query(raw, db_path, "SELECT txid FROM _txpart_prepared ORDER BY txid",
-            [&](sqlite3_stmt* s) { d.prepared.push_back(sqlite3_column_int64(s, 0)); }));
+  TX_RETURN_IF_ERROR(Query(
+      raw, db_path, "SELECT txid, state FROM _txpart_prepared ORDER BY txid", [&](sqlite3_stmt* s) {
+        const int64_t txid = sqlite3_column_int64(s, 0);
+        d.prepared.push_back(txid);
+        if ((sqlite3_column_int(s, 1) & kStoredStateMask) == kStoredPreCommitted) {
+          d.precommitted.push_back(txid);
+        }
+      }));
   return d;
 }
 
@@ -251,6 +261,47 @@ CheckResult CheckNothingPrepared(const std::vector<ParticipantData>& data) {
   }
   return v.Result("resolved.nothing_prepared_in_files",
                   "no participant holds a prepared transaction");
+}
+
+CheckResult CheckPreCommittedFinishWithoutCoordinators(
+    const std::vector<CoordinatorOutage>& outages) {
+  Violations v;
+  size_t checked = 0;
+  for (const CoordinatorOutage& o : outages) {
+    std::map<int64_t, std::vector<std::string>> precommitted_at, prepared_at;  // txid -> names
+    for (const ParticipantData& p : o.at_down) {
+      for (int64_t txid : p.precommitted) precommitted_at[txid].push_back(p.name);
+      for (int64_t txid : p.prepared) prepared_at[txid].push_back(p.name);
+    }
+    for (const auto& [txid, holders] : precommitted_at) {
+      ++checked;
+      const std::string what =
+          fmt::format("txid {} (PRECOMMITTED at {} when the coordinators went down at {} ms)", txid,
+                      fmt::join(holders, ","), o.down_ms);
+      for (const ParticipantData& p : o.before_restart) {
+        if (std::find(p.prepared.begin(), p.prepared.end(), txid) != p.prepared.end()) {
+          v.Add(fmt::format("{} still prepared at {} {} ms later", what, p.name,
+                            o.restart_ms - o.down_ms));
+        }
+        const std::vector<std::string>& was_prepared = prepared_at[txid];
+        if (std::find(was_prepared.begin(), was_prepared.end(), p.name) == was_prepared.end()) {
+          continue;
+        }
+        auto it = p.outcomes.find(txid);
+        if (it != p.outcomes.end() && it->second != 1) {
+          v.Add(fmt::format("{} recorded ABORTED at {}", what, p.name));
+        } else if (it == p.outcomes.end()) {
+          v.Add(fmt::format("{} has no outcome at {} {} ms later", what, p.name,
+                            o.restart_ms - o.down_ms));
+        }
+      }
+    }
+  }
+  return v.Result("threepc.precommitted_finish_without_coordinators",
+                  fmt::format("{} outage(s) of every coordinator; {} transaction(s) PRECOMMITTED "
+                              "at their start, each committed everywhere before a coordinator "
+                              "came back",
+                              outages.size(), checked));
 }
 
 CheckResult CheckNoGrowth(const std::map<std::string, std::vector<ResourceSample>>& by_node,

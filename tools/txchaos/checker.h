@@ -35,6 +35,7 @@ struct ParticipantData {
   std::map<std::string, int64_t> ledger;  // ledger row id -> txid written in it
   std::map<int64_t, int> outcomes;        // txid -> 1 committed, 2 aborted
   std::vector<int64_t> prepared;          // txids still prepared
+  std::vector<int64_t> precommitted;      // 3PC: those of `prepared` that are PRECOMMITTED
 };
 
 // Opens `db_path` read-only and reads the tables above. IOError/Corruption naming the file.
@@ -64,6 +65,21 @@ std::vector<CheckResult> CheckOutcomes(const std::vector<ParticipantData>& data,
 
 // No participant holds a prepared transaction.
 CheckResult CheckNothingPrepared(const std::vector<ParticipantData>& data);
+
+// Three-phase commit's promise (docs/participant.md, termination): a transaction that some
+// participant holds PRECOMMITTED is committed by the participants themselves when every
+// coordinator is gone, through the termination protocol, without waiting for a coordinator to
+// come back. One sample per outage: the participants' files read just after every replica was
+// killed, and again just before the first was started again.
+struct CoordinatorOutage {
+  int64_t down_ms = 0;     // since the run's start
+  int64_t restart_ms = 0;  // when the files were read the second time
+  std::vector<ParticipantData> at_down, before_restart;
+};
+// Every txid PRECOMMITTED somewhere at `at_down` is, at `before_restart`, prepared nowhere and
+// recorded committed at every participant that held it prepared at `at_down`.
+CheckResult CheckPreCommittedFinishWithoutCoordinators(
+    const std::vector<CoordinatorOutage>& outages);
 
 // One process's resources at one moment of a run (txchaos samples every second).
 struct ResourceSample {

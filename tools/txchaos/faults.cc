@@ -310,7 +310,9 @@ void FaultInjector::Apply(const FaultStep& step) {
     for (const std::string& c : coords) cluster->Kill(c);
     Event(fmt::format("{},\"action\":\"kill-all\",\"nodes\":{}", base, JsonNames(coords)));
     ran();
+    if (options_.after_coordinators_down) options_.after_coordinators_down();
     Schedule(undo_at, true, [this, coords] {
+      if (options_.before_coordinators_restart) options_.before_coordinators_restart();
       for (const std::string& c : coords) {
         Status s = options_.cluster->LaunchNode(
             c, options_.start_env ? options_.start_env(c) : std::vector<std::string>{});

@@ -43,6 +43,11 @@ struct InjectorOptions {
   // Extra environment for a process the injector starts again (e.g. its next crash point).
   std::function<std::vector<std::string>(const std::string& node)> start_env;
   std::function<void()> on_heal;
+  // Around a "down:coordinators" step, on the injector's thread: right after every replica
+  // was killed, and right before they are started again (also when a heal cuts the outage
+  // short). The runner reads the participants' files there (3PC's termination check).
+  std::function<void()> after_coordinators_down;
+  std::function<void()> before_coordinators_restart;
 };
 
 // fault kind -> protocol phase -> how many of those faults struck while at least one

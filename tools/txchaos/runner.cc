@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -35,6 +36,13 @@ using SteadyClock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 constexpr uint64_t kMiB = 1 << 20;
+// 3PC: a participant in doubt that hears from no coordinator for this long starts a
+// termination round (txpart --termination-timeout-ms; 5 s by default, shorter here so that
+// the rounds run within a short run's outages).
+constexpr int64_t kTerminationTimeoutMs = 1000;
+// An outage of every coordinator at least this long must see the pre-committed transactions
+// finished: the timeout, a probe interval, and a round's calls on a loaded machine.
+constexpr int64_t kTerminationCheckAfterMs = kTerminationTimeoutMs + 2000;
 
 // The flags every chaos cluster runs with (before the scenario's own). Short timeouts make
 // faults resolve within a short run: a transaction undecided for 5 s aborts, a prepared
@@ -50,9 +58,18 @@ std::vector<std::string> CoordinatorFlags(const Scenario& s, const RunOptions& o
 }
 
 std::vector<std::string> ParticipantFlags(const Scenario& s, const RunOptions& o) {
-  std::vector<std::string> f = {"--resolve-after-ms", "1000",     "--lock-timeout-ms",      "1000",
-                                "--idle-timeout-ms",  "10000",    "--statement-timeout-ms", "2000",
-                                "--log-level",        o.log_level};
+  std::vector<std::string> f = {"--resolve-after-ms",
+                                "1000",
+                                "--lock-timeout-ms",
+                                "1000",
+                                "--idle-timeout-ms",
+                                "10000",
+                                "--statement-timeout-ms",
+                                "2000",
+                                "--termination-timeout-ms",
+                                std::to_string(kTerminationTimeoutMs),
+                                "--log-level",
+                                o.log_level};
   f.insert(f.end(), s.txpart_flags.begin(), s.txpart_flags.end());
   return f;
 }
@@ -487,6 +504,49 @@ RunReport RunScenario(const RunOptions& o) {
                       s.ok() ? "" : ",\"error\":" + JsonString(s.ToString())));
     }
   };
+  // 3PC's termination check (checker.h, CheckPreCommittedFinishWithoutCoordinators): only
+  // where three-phase transactions run and faults do not overlap, since the promise needs
+  // every participant up and reachable while the coordinators are down.
+  std::mutex outages_mu;
+  std::vector<CoordinatorOutage> outages;           // GUARDED_BY(outages_mu)
+  std::optional<CoordinatorOutage> current_outage;  // GUARDED_BY(outages_mu)
+  std::string outage_read_error;                    // GUARDED_BY(outages_mu)
+  const bool check_termination = o.protocol != "2pc" && !scenario.overlap;
+  auto read_participants = [&](std::vector<ParticipantData>* out) -> bool {
+    for (const std::string& p : cluster.Participants()) {
+      StatusOr<ParticipantData> d = ReadParticipant(p, cluster.Info(p).data);
+      if (!d.ok()) {
+        std::lock_guard<std::mutex> lock(outages_mu);
+        outage_read_error = d.status().ToString();
+        return false;
+      }
+      out->push_back(*std::move(d));
+    }
+    return true;
+  };
+  if (check_termination) {
+    io.after_coordinators_down = [&] {
+      CoordinatorOutage outage;
+      outage.down_ms = history.NowMs();
+      if (!read_participants(&outage.at_down)) return;
+      std::lock_guard<std::mutex> lock(outages_mu);
+      current_outage = std::move(outage);
+    };
+    io.before_coordinators_restart = [&] {
+      std::optional<CoordinatorOutage> outage;
+      {
+        std::lock_guard<std::mutex> lock(outages_mu);
+        outage.swap(current_outage);
+      }
+      // Shorter outages (cut by the heal, or drawn short) may end before a termination round
+      // could: the participants wait kTerminationTimeoutMs without an answer first.
+      if (!outage || history.NowMs() - outage->down_ms < kTerminationCheckAfterMs) return;
+      outage->restart_ms = history.NowMs();
+      if (!read_participants(&outage->before_restart)) return;
+      std::lock_guard<std::mutex> lock(outages_mu);
+      outages.push_back(*std::move(outage));
+    };
+  }
   FaultInjector injector(io);
 
   auto sleep_until_ms = [&](int64_t t) {
@@ -792,6 +852,16 @@ RunReport RunScenario(const RunOptions& o) {
                                              "(bound {} ms): [{}]",
                                              report.failover_ms.size(), worst, o.max_failover_ms,
                                              fmt::join(report.failover_ms, ", "))));
+  }
+  if (check_termination && injected.by_kind.count("down:coordinators") != 0) {
+    std::lock_guard<std::mutex> lock(outages_mu);
+    if (!outage_read_error.empty()) {
+      checks.push_back(
+          Check("threepc.precommitted_finish_without_coordinators", false,
+                "reading a participant's files during an outage: " + outage_read_error));
+    } else {
+      checks.push_back(CheckPreCommittedFinishWithoutCoordinators(outages));
+    }
   }
   if (bad_input) {
     BadInputStats b = bad_input->stats();

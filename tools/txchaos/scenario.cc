@@ -167,8 +167,10 @@ std::vector<Scenario> MakeScenarios() {
         "SIGKILL every coordinator replica at once (prepared participants wait), "
         "restart them all";
     s.kinds = {"down:coordinators"};
-    s.hold_ms_min = 1500;
-    s.hold_ms_max = 4000;
+    // Long enough, most of the time, for 3PC's termination rounds to finish pre-committed
+    // transactions before the replicas return (runner.cc, kTerminationCheckAfterMs).
+    s.hold_ms_min = 2000;
+    s.hold_ms_max = 4500;
     s.gap_ms_min = 2000;
     s.gap_ms_max = 3000;
     all.push_back(s);
