@@ -273,6 +273,17 @@ class Driver::Impl {
   void OnEndResult(TxId txid, uint64_t epoch, uint64_t gen,
                    StatusOr<coordlog::CommandResult> result);
 
+  // Proposing a transaction's log entries (DECIDE, PRECOMMIT, END), one in flight at a time:
+  // marks t's proposal in flight and queues the proposal; its fate goes to `on_result` (on
+  // the log's callback thread), which finds the transaction again by (txid, epoch, gen), so a
+  // step-down or a newer generation in between leaves it alone.
+  using ProposalResultHandler = void (Impl::*)(TxId txid, uint64_t epoch, uint64_t gen,
+                                               StatusOr<coordlog::CommandResult> result);
+  void ProposeForTxn(Txn& t, coordlog::Command c, ProposalResultHandler on_result, Actions& a);
+  // The participants as a DECIDE or PRECOMMIT entry records them: address, vote, whom to tell.
+  static std::vector<coordlog::Participant> LoggedParticipants(const Txn& t);
+  int64_t UnixMillisNow() const;
+
   // Starts phase two for every live record in the state that no transaction in memory drives;
   // returns how many. At BecomeLeader these are the previous leaders' records; later, decisions
   // this replica proposed in an earlier term that were committed in the current one (a
@@ -967,9 +978,7 @@ void Driver::Impl::Resolve(const api::ResolveRequest& request, Done<api::Resolve
       d.origin = Origin::RESOLVE;
       d.reason_code = ErrorCode::ABORTED;
       d.reason = "presumed abort: a participant asked and no one was deciding";
-      d.decided_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              clock_->SystemNow().time_since_epoch())
-                              .count();
+      d.decided_unix_ms = UnixMillisNow();
       coordlog::Command c;
       c.__set_decide(std::move(d));
       ++stats_.decisions_proposed;
@@ -1372,33 +1381,50 @@ void Driver::Impl::ProposeDecision(Txn& t, Actions& a) {
   d.txid = t.txid;
   d.outcome = t.outcome;
   d.protocol = t.protocol;
+  d.participants = LoggedParticipants(t);
+  d.reason_code = static_cast<int32_t>(t.reason_code);
+  d.reason = t.reason;
+  d.origin = t.origin;
+  d.decided_unix_ms = UnixMillisNow();
+  coordlog::Command c;
+  c.__set_decide(std::move(d));
+  ++stats_.decisions_proposed;
+  ProposeForTxn(t, std::move(c), &Impl::OnDecisionResult, a);
+}
+
+void Driver::Impl::ProposeForTxn(Txn& t, coordlog::Command c, ProposalResultHandler on_result,
+                                 Actions& a) {
+  t.proposal_in_flight = true;
+  ++t.proposal_attempts;
+  const TxId txid = t.txid;
+  const uint64_t epoch = epoch_;
+  const uint64_t gen = t.gen;
+  a.push_back([this, c = std::move(c), on_result, txid, epoch, gen]() mutable {
+    log_->Propose(std::move(c),
+                  [this, on_result, txid, epoch, gen](StatusOr<coordlog::CommandResult> r) {
+                    (this->*on_result)(txid, epoch, gen, std::move(r));
+                  });
+  });
+}
+
+std::vector<coordlog::Participant> Driver::Impl::LoggedParticipants(const Txn& t) {
+  std::vector<coordlog::Participant> out;
+  out.reserve(t.parts.size());
   for (const Part& p : t.parts) {
     coordlog::Participant lp;
     lp.name = p.name;
     lp.address = p.address;
     lp.vote = p.vote;
     lp.notify = p.target;
-    d.participants.push_back(std::move(lp));
+    out.push_back(std::move(lp));
   }
-  d.reason_code = static_cast<int32_t>(t.reason_code);
-  d.reason = t.reason;
-  d.origin = t.origin;
-  d.decided_unix_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(clock_->SystemNow().time_since_epoch())
-          .count();
-  coordlog::Command c;
-  c.__set_decide(std::move(d));
-  t.proposal_in_flight = true;
-  ++t.proposal_attempts;
-  ++stats_.decisions_proposed;
-  const TxId txid = t.txid;
-  const uint64_t epoch = epoch_;
-  const uint64_t gen = t.gen;
-  a.push_back([this, c = std::move(c), txid, epoch, gen]() mutable {
-    log_->Propose(std::move(c), [this, txid, epoch, gen](StatusOr<coordlog::CommandResult> r) {
-      OnDecisionResult(txid, epoch, gen, std::move(r));
-    });
-  });
+  return out;
+}
+
+int64_t Driver::Impl::UnixMillisNow() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             clock_->SystemNow().time_since_epoch())
+      .count();
 }
 
 void Driver::Impl::OnDecisionResult(TxId txid, uint64_t epoch, uint64_t gen,
@@ -1552,30 +1578,12 @@ void Driver::Impl::StartPreCommit(Txn& t, Actions& a) {
 void Driver::Impl::ProposePreCommit(Txn& t, Actions& a) {
   coordlog::PreCommit pc;
   pc.txid = t.txid;
-  for (const Part& p : t.parts) {
-    coordlog::Participant lp;
-    lp.name = p.name;
-    lp.address = p.address;
-    lp.vote = p.vote;
-    lp.notify = p.target;
-    pc.participants.push_back(std::move(lp));
-  }
-  pc.logged_unix_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(clock_->SystemNow().time_since_epoch())
-          .count();
+  pc.participants = LoggedParticipants(t);
+  pc.logged_unix_ms = UnixMillisNow();
   coordlog::Command c;
   c.__set_precommit(std::move(pc));
-  t.proposal_in_flight = true;
-  ++t.proposal_attempts;
   ++stats_.precommits_proposed;
-  const TxId txid = t.txid;
-  const uint64_t epoch = epoch_;
-  const uint64_t gen = t.gen;
-  a.push_back([this, c = std::move(c), txid, epoch, gen]() mutable {
-    log_->Propose(std::move(c), [this, txid, epoch, gen](StatusOr<coordlog::CommandResult> r) {
-      OnPreCommitResult(txid, epoch, gen, std::move(r));
-    });
-  });
+  ProposeForTxn(t, std::move(c), &Impl::OnPreCommitResult, a);
 }
 
 void Driver::Impl::OnPreCommitResult(TxId txid, uint64_t epoch, uint64_t gen,
@@ -1866,21 +1874,12 @@ void Driver::Impl::OnPhaseTwoReply(TxId txid, uint64_t epoch, uint64_t gen, size
 }
 
 void Driver::Impl::ProposeEnd(Txn& t, Actions& a) {
-  coordlog::Command c;
   coordlog::End e;
   e.txid = t.txid;
+  coordlog::Command c;
   c.__set_end_transaction(e);
-  t.proposal_in_flight = true;
-  ++t.proposal_attempts;
   ++stats_.ends_proposed;
-  const TxId txid = t.txid;
-  const uint64_t epoch = epoch_;
-  const uint64_t gen = t.gen;
-  a.push_back([this, c = std::move(c), txid, epoch, gen]() mutable {
-    log_->Propose(std::move(c), [this, txid, epoch, gen](StatusOr<coordlog::CommandResult> r) {
-      OnEndResult(txid, epoch, gen, std::move(r));
-    });
-  });
+  ProposeForTxn(t, std::move(c), &Impl::OnEndResult, a);
 }
 
 void Driver::Impl::OnEndResult(TxId txid, uint64_t epoch, uint64_t gen,

@@ -135,17 +135,7 @@ CommandResult TxnStateMachine::ApplyDecide(uint64_t index, const coordlog::Decid
   }
   if (auto bad = CheckParticipants(c.participants)) return *bad;
   // First decision wins.
-  if (auto it = live_.find(c.txid); it != live_.end()) {
-    return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second.decision.outcome);
-  }
-  if (auto it = finished_.find(c.txid); it != finished_.end()) {
-    return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second);
-  }
-  if (c.txid <= forgotten_watermark_) {
-    return Result(ResultCode::FORGOTTEN,
-                  fmt::format("txid {} is at or below the forgotten watermark {}", c.txid,
-                              forgotten_watermark_));
-  }
+  if (auto prior = PriorDecision(c.txid)) return *prior;
   auto pre = precommitted_.find(c.txid);
   const bool was_precommitted = pre != precommitted_.end();
   if (was_precommitted) {
@@ -182,6 +172,21 @@ CommandResult TxnStateMachine::ApplyDecide(uint64_t index, const coordlog::Decid
   return OutcomeResult(ResultCode::OK, c.outcome);
 }
 
+std::optional<CommandResult> TxnStateMachine::PriorDecision(TxId txid) const {
+  if (auto it = live_.find(txid); it != live_.end()) {
+    return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second.decision.outcome);
+  }
+  if (auto it = finished_.find(txid); it != finished_.end()) {
+    return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second);
+  }
+  if (txid <= forgotten_watermark_) {
+    return Result(ResultCode::FORGOTTEN,
+                  fmt::format("txid {} is at or below the forgotten watermark {}", txid,
+                              forgotten_watermark_));
+  }
+  return std::nullopt;
+}
+
 std::optional<CommandResult> TxnStateMachine::CheckParticipants(
     const std::vector<coordlog::Participant>& participants) const {
   if (participants.size() > limits_.max_participants_per_transaction) {
@@ -202,17 +207,7 @@ CommandResult TxnStateMachine::ApplyPreCommit(uint64_t index, const coordlog::Pr
     return Result(ResultCode::INVALID, fmt::format("txid {} was never issued", c.txid));
   }
   if (auto bad = CheckParticipants(c.participants)) return *bad;
-  if (auto it = live_.find(c.txid); it != live_.end()) {
-    return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second.decision.outcome);
-  }
-  if (auto it = finished_.find(c.txid); it != finished_.end()) {
-    return OutcomeResult(ResultCode::ALREADY_DECIDED, it->second);
-  }
-  if (c.txid <= forgotten_watermark_) {
-    return Result(ResultCode::FORGOTTEN,
-                  fmt::format("txid {} is at or below the forgotten watermark {}", c.txid,
-                              forgotten_watermark_));
-  }
+  if (auto prior = PriorDecision(c.txid)) return *prior;
   if (precommitted_.count(c.txid) != 0) return Result(ResultCode::OK);  // a repeated proposal
   if (live_.size() + precommitted_.size() >= limits_.max_live_transactions) {
     return Result(ResultCode::RESOURCE_EXHAUSTED,

@@ -137,6 +137,10 @@ class TxnStateMachine {
   coordlog::CommandResult ApplyEnd(const coordlog::End& c);
   coordlog::CommandResult ApplyPreCommit(uint64_t index, const coordlog::PreCommit& c);
   // Checks a participant list of a Decide or PreCommit; an error result when it is bad.
+  // ALREADY_DECIDED with the outcome when txid has a decision (live or finished), FORGOTTEN at
+  // or below the watermark; nullopt when nothing was decided for it. The first decision wins,
+  // so a DECIDE or PRECOMMIT for a decided txid answers this.
+  std::optional<coordlog::CommandResult> PriorDecision(TxId txid) const;
   std::optional<coordlog::CommandResult> CheckParticipants(
       const std::vector<coordlog::Participant>& participants) const;
   // Remembers txid's outcome among the finished ones, forgetting the oldest past the bound.

@@ -112,7 +112,7 @@ class FakeChannel final : public ParticipantChannel {
 
   void Prepare(const std::string& address, api::PrepareRequest request,
                ReplyCallback<api::PrepareResponse> done) override {
-    Call c{"prepare", address, request.txid, request.info, nullptr};
+    Call c{"prepare", address, request.txid, request.info, nullptr, nullptr};
     c.reply = [done](Status t, std::optional<api::TxError> e, std::optional<api::Vote::type> v,
                      std::optional<bool>) {
       ParticipantReply<api::PrepareResponse> r;
@@ -137,7 +137,7 @@ class FakeChannel final : public ParticipantChannel {
   }
   void CommitOnePhase(const std::string& address, api::CommitOnePhaseRequest request,
                       ReplyCallback<api::CommitOnePhaseResponse> done) override {
-    Call c{"one_phase", address, request.txid, std::nullopt, nullptr};
+    Call c{"one_phase", address, request.txid, std::nullopt, nullptr, nullptr};
     c.reply = [done](Status t, std::optional<api::TxError> e, std::optional<api::Vote::type>,
                      std::optional<bool> committed) {
       ParticipantReply<api::CommitOnePhaseResponse> r;
@@ -153,7 +153,7 @@ class FakeChannel final : public ParticipantChannel {
 
   void PreCommit(const std::string& address, api::PreCommitRequest request,
                  ReplyCallback<api::PreCommitResponse> done) override {
-    Call c{"precommit", address, request.txid, std::nullopt, nullptr};
+    Call c{"precommit", address, request.txid, std::nullopt, nullptr, nullptr};
     c.reply = [done](Status t, std::optional<api::TxError> e, std::optional<api::Vote::type>,
                      std::optional<bool>) {
       ParticipantReply<api::PreCommitResponse> r;
@@ -188,9 +188,13 @@ class FakeChannel final : public ParticipantChannel {
       }
     }
     ADD_FAILURE() << "no call waiting for '" << address << "'; waiting: " << Describe();
-    return Call{"none", "", 0, std::nullopt,
+    return Call{"none",
+                "",
+                0,
+                std::nullopt,
                 [](Status, std::optional<api::TxError>, std::optional<api::Vote::type>,
-                   std::optional<bool>) {}};
+                   std::optional<bool>) {},
+                nullptr};
   }
 
   void Vote(const std::string& address, api::Vote::type vote) {
@@ -223,7 +227,7 @@ class FakeChannel final : public ParticipantChannel {
  private:
   template <typename Resp>
   void Push(const char* kind, const std::string& address, TxId txid, ReplyCallback<Resp> done) {
-    Call c{kind, address, txid, std::nullopt, nullptr};
+    Call c{kind, address, txid, std::nullopt, nullptr, nullptr};
     c.reply = [done](Status t, std::optional<api::TxError> e, std::optional<api::Vote::type>,
                      std::optional<bool>) {
       ParticipantReply<Resp> r;
