@@ -1,7 +1,15 @@
 #include "common/net.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <set>
 
 namespace tx {
@@ -187,6 +195,43 @@ StatusOr<std::map<PeerId, HostPort>> ParsePeers(std::string_view text) {
 std::string ToString(const HostPort& hp) {
   if (hp.host.find(':') != std::string::npos) return fmt::format("[{}]:{}", hp.host, hp.port);
   return fmt::format("{}:{}", hp.host, hp.port);
+}
+
+StatusOr<int> ConnectTcp(const HostPort& to, std::chrono::milliseconds io_timeout) {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&storage);
+  if (::inet_pton(AF_INET, to.host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(to.port);
+    length = sizeof(sockaddr_in);
+  } else if (::inet_pton(AF_INET6, to.host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(to.port);
+    length = sizeof(sockaddr_in6);
+  } else {
+    return Status::InvalidArgument(
+        fmt::format("cannot connect to {}: the host is not an IP address", to));
+  }
+  const int fd = ::socket(storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return Status::Unavailable(
+        fmt::format("cannot connect to {}: socket: {}", to, std::strerror(errno)));
+  }
+  if (io_timeout.count() > 0) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(io_timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((io_timeout.count() % 1000) * 1000);
+    (void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void)::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  }
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return Status::Unavailable(fmt::format("cannot connect to {}: {}", to, std::strerror(error)));
+  }
+  return fd;
 }
 
 }  // namespace tx

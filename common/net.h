@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <compare>
 #include <cstdint>
 #include <map>
@@ -54,6 +55,14 @@ StatusOr<std::map<PeerId, HostPort>> ParsePeers(std::string_view text);
 
 // "host:port", or "[host]:port" when host contains ':' (IPv6), so that the result parses back.
 std::string ToString(const HostPort& hp);
+
+// A blocking TCP connection to `to`, whose host must be an IPv4 or IPv6 address literal (no
+// name lookup: tools and tests dial the addresses they were given). With a positive
+// `io_timeout`, every send and receive on it gives up after that long (EAGAIN), so a silent
+// peer cannot hang the caller. Returns the socket, which the caller closes; InvalidArgument for
+// a host that is not an address, Unavailable naming the address and the error otherwise.
+StatusOr<int> ConnectTcp(const HostPort& to,
+                         std::chrono::milliseconds io_timeout = std::chrono::milliseconds(0));
 
 }  // namespace tx
 

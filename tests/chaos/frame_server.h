@@ -82,16 +82,8 @@ inline std::optional<std::string> ReadFrame(int fd, std::chrono::milliseconds ti
 }
 
 inline int ConnectTo(const HostPort& at) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(at.port);
-  ::inet_pton(AF_INET, at.host.c_str(), &addr.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  StatusOr<int> fd = ConnectTcp(at);
+  return fd.ok() ? *fd : -1;
 }
 
 inline bool SendAll(int fd, const std::string& bytes) {

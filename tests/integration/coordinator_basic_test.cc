@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "common/net.h"
 #include "tests/integration/coordinator_harness.h"
 
 namespace tx::testing {
@@ -157,12 +158,9 @@ TEST_F(CoordinatorBasicTest, BadRequestsGetTypedErrorsAndTheReplicaCarriesOn) {
   EXPECT_EQ(int{api::ErrorCode::UNKNOWN_TRANSACTION}, ErrorOf(client.GetTransaction(txid + 1000)));
   // Bytes that are not a Thrift frame: the connection is closed, the replica serves on.
   const HostPort leader = cluster_.endpoints()[cluster_.LeaderId() - 1];
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(leader.port);
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  ASSERT_EQ(0, ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+  StatusOr<int> connected = ConnectTcp(leader, std::chrono::seconds(10));
+  ASSERT_TRUE(connected.ok()) << connected.status().ToString();
+  const int fd = *connected;
   const std::string junk = "GET / HTTP/1.1\r\n\r\n\xff\xff\xff\xff garbage";
   ASSERT_EQ(static_cast<ssize_t>(junk.size()), ::write(fd, junk.data(), junk.size()));
   char buf[64];

@@ -40,6 +40,7 @@
 
 #include "CoordinatorService.h"
 #include "ParticipantService.h"
+#include "common/net.h"
 #include "common/rpc/client.h"
 #include "tools/txbench/bench_util.h"
 #include "tools/txbench/mode.h"
@@ -77,20 +78,15 @@ uint16_t FreePort() {
 
 // GET http://host:port/metrics, the body.
 std::string FetchMetrics(const HostPort& at) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(at.port);
-  ::inet_pton(AF_INET, at.host.c_str(), &addr.sin_addr);
   std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    (void)::write(fd, req.data(), req.size());
-    char buf[65536];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
+  StatusOr<int> fd = ConnectTcp(at, std::chrono::seconds(10));
+  if (!fd.ok()) return out;
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)::write(*fd, req.data(), req.size());
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(*fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(*fd);
   return out;
 }
 

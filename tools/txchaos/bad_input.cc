@@ -16,6 +16,7 @@
 #include "CoordinatorService.h"
 #include "ParticipantService.h"
 #include "RaftService.h"
+#include "common/net.h"
 #include "tools/txchaos/thrift_frame.h"
 
 namespace tx::chaos {
@@ -388,21 +389,8 @@ std::vector<Payload> FrameAttacks(const std::string& valid_frame, std::mt19937_6
 }
 
 int Connect(const HostPort& at, std::chrono::milliseconds timeout) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  (void)::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(at.port);
-  ::inet_pton(AF_INET, at.host.c_str(), &addr.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  StatusOr<int> fd = ConnectTcp(at, timeout);
+  return fd.ok() ? *fd : -1;
 }
 
 // Reads until the peer closes, a whole Thrift frame (when `thrift`) or an HTTP status line has

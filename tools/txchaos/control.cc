@@ -11,6 +11,7 @@
 #include <exception>
 #include <memory>
 
+#include "common/net.h"
 #include "common/rpc/client.h"
 #include "common/rpc/transport.h"
 #include "common_types.h"
@@ -108,22 +109,7 @@ StatusOr<api::ListPreparedResponse> ListPrepared(const HostPort& participant, Mi
 
 StatusOr<int> HttpGet(const HostPort& at, const std::string& path, Millis timeout,
                       std::string* body) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status::FromErrno(errno, "socket");
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
-  (void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  (void)::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(at.port);
-  ::inet_pton(AF_INET, at.host.c_str(), &addr.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    Status s = Status::Unavailable(fmt::format("cannot connect to {}", at));
-    ::close(fd);
-    return s;
-  }
+  TX_ASSIGN_OR_RETURN(int fd, ConnectTcp(at, timeout));
   const std::string request = fmt::format("GET {} HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(request.size())) {

@@ -314,16 +314,12 @@ class CuttingProxy {
         if (stopping_.load()) return;
         continue;
       }
-      int server = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_port = htons(target_.port);
-      ::inet_pton(AF_INET, target_.host.c_str(), &addr.sin_addr);
-      if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-        ::close(server);
+      tx::StatusOr<int> connected = ConnectTcp(target_);
+      if (!connected.ok()) {
         ::close(client);
         continue;
       }
+      const int server = *connected;
       std::lock_guard<std::mutex> lock(mu_);
       open_fds_.push_back(client);
       open_fds_.push_back(server);

@@ -8,24 +8,15 @@
 
 #include <string>
 
+#include "common/net.h"
+
 namespace tx {
 namespace {
 
 // Connects to 127.0.0.1:port with a 10 s receive timeout; -1 on failure.
 int Connect(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval tv = {10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  StatusOr<int> fd = ConnectTcp({"127.0.0.1", port}, std::chrono::seconds(10));
+  return fd.ok() ? *fd : -1;
 }
 
 struct HttpResponse {

@@ -1,7 +1,12 @@
 #include "common/net.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <string>
 
 namespace tx {
@@ -128,4 +133,57 @@ TEST(ParsePeers, RejectsBadPeers) {
 }
 
 }  // namespace
+// A listening loopback socket on a kernel-chosen port.
+class Listener {
+ public:
+  Listener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(0, ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+    EXPECT_EQ(0, ::listen(fd_, 4));
+    socklen_t len = sizeof(addr);
+    EXPECT_EQ(0, ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len));
+    port_ = ntohs(addr.sin_port);
+  }
+  ~Listener() { Close(); }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+TEST(ConnectTcp, ConnectsAndTimesOutReadsFromASilentPeer) {
+  Listener listener;
+  StatusOr<int> fd = ConnectTcp({"127.0.0.1", listener.port()}, std::chrono::milliseconds(100));
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  char byte;
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(-1, ::recv(*fd, &byte, 1, 0));  // accepted by the kernel, never answered
+  EXPECT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK) << errno;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ::close(*fd);
+}
+
+TEST(ConnectTcp, RefusedConnectionIsUnavailableNamingTheAddress) {
+  Listener listener;
+  const uint16_t port = listener.port();
+  listener.Close();  // nothing listens there now
+  StatusOr<int> fd = ConnectTcp({"127.0.0.1", port});
+  ASSERT_FALSE(fd.ok());
+  EXPECT_TRUE(fd.status().IsUnavailable()) << fd.status().ToString();
+  EXPECT_NE(std::string::npos, fd.status().message().find(fmt::format("127.0.0.1:{}", port)))
+      << fd.status().ToString();
+}
+
+TEST(ConnectTcp, RefusesAHostNameWithoutLookingItUp) {
+  ExpectInvalid(ConnectTcp({"localhost", 80}), "not an IP address");
+}
+
 }  // namespace tx

@@ -19,6 +19,7 @@
 
 #include "Echo.h"
 #include "common/clock.h"
+#include "common/net.h"
 #include "common/rpc/client.h"
 #include "common/rpc/server.h"
 #include "common/rpc/thrift_logging.h"
@@ -85,18 +86,8 @@ class RpcTest : public ::testing::Test {
 
 // Connects a raw TCP socket to 127.0.0.1:port; -1 on failure.
 int RawConnect(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv = {10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  StatusOr<int> fd = ConnectTcp({"127.0.0.1", port}, std::chrono::seconds(10));
+  return fd.ok() ? *fd : -1;
 }
 
 // True if the server closes the connection (EOF or reset) before the 10 s receive timeout.
