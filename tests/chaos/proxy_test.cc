@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "tests/chaos/frame_server.h"
+#include "tests/support/poll.h"
 
 namespace tx::chaos {
 namespace {
@@ -23,14 +25,8 @@ using testing::MakeFrame;
 using testing::ReadFrame;
 using testing::SendAll;
 
-template <typename Pred>
-bool PollUntil(Pred pred, std::chrono::milliseconds timeout = 5s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
+bool PollUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 5s) {
+  return tx::testing::PollUntil(condition, timeout);
 }
 
 class ProxyTest : public ::testing::Test {

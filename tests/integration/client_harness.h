@@ -23,6 +23,7 @@
 #include "CoordinatorService.h"
 #include "client/coordinator_channel.h"
 #include "common/net.h"
+#include "tests/support/poll.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -52,15 +53,11 @@ inline std::vector<uint16_t> FreePorts(int n) {
   return ports;
 }
 
-// Polls `done` every 20 ms until it holds or `timeout` passes.
+// Polls every 20 ms (the conditions here are RPCs to the cluster) until `done` holds or
+// `timeout` passes.
 template <typename Fn>
 bool PollUntil(Fn done, std::chrono::milliseconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
+  return tx::testing::PollUntil(done, timeout, std::chrono::milliseconds(20));
 }
 
 // Reads a SQLite file directly, read-only.

@@ -25,6 +25,7 @@
 #include "common/net.h"
 #include "common/rpc/client.h"
 #include "common/rpc/server.h"
+#include "tests/support/poll.h"
 #include "tests/support/subprocess.h"
 
 namespace tx::testing {
@@ -275,15 +276,5 @@ class FakeCoordinator final : public api::CoordinatorServiceNull {
   std::string hint_;                                  // GUARDED_BY(mu_)
   std::unique_ptr<rpc::RpcServer> server_;
 };
-
-// Polls `cond` every few milliseconds until it holds or `timeout` passes.
-inline bool PollUntil(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return cond();
-}
 
 }  // namespace tx::testing

@@ -4,22 +4,18 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <thread>
+
+#include "tests/support/poll.h"
 
 namespace tx {
 namespace {
 
 using namespace std::chrono_literals;
 
-// Polls `pred` until it holds or a generous real-time deadline passes.
-template <typename Pred>
-bool PollUntil(Pred pred) {
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
+bool PollUntil(const std::function<bool()>& condition) {
+  return tx::testing::PollUntil(condition, 10s);
 }
 
 TEST(FakeClock, TimeMovesOnlyOnAdvance) {

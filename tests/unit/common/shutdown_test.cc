@@ -8,22 +8,19 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <thread>
 #include <vector>
+
+#include "tests/support/poll.h"
 
 namespace tx {
 namespace {
 
 using namespace std::chrono_literals;
 
-template <typename Pred>
-bool PollUntil(Pred pred) {
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
+bool PollUntil(const std::function<bool()>& condition) {
+  return tx::testing::PollUntil(condition, 10s);
 }
 
 TEST(ShutdownSignal, RequestSetsFlagKeepsFirstReasonAndWakesWaiters) {

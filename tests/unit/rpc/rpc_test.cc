@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -23,6 +24,7 @@
 #include "common/rpc/client.h"
 #include "common/rpc/server.h"
 #include "common/rpc/thrift_logging.h"
+#include "tests/support/poll.h"
 
 namespace tx::rpc {
 namespace {
@@ -53,14 +55,8 @@ class EchoHandler final : public rpc_test::EchoIf {
   std::atomic<int> sleeping_{0};
 };
 
-template <typename Pred>
-bool PollUntil(Pred pred, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
+bool PollUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
+  return tx::testing::PollUntil(condition, timeout);
 }
 
 class RpcTest : public ::testing::Test {
