@@ -63,6 +63,23 @@ class ThriftParticipantChannel::Pools {
 
 namespace {
 
+// Connection slots above --max-connections kept for participants (their resolver and registrar
+// keep a connection or two each; room for a few dozen participants) and for operators (txctl).
+// See Start().
+constexpr int kReservedParticipantConnections = 64;
+constexpr int kReservedOperatorConnections = 4;
+
+// Whether `message_name` is one of the coordinator service's `methods`, called plainly or
+// through the multiplexer ("coordinator:Resolve").
+bool IsOneOf(std::string_view message_name, std::initializer_list<std::string_view> methods) {
+  constexpr std::string_view kServicePrefix = "coordinator:";
+  if (message_name.starts_with(kServicePrefix)) message_name.remove_prefix(kServicePrefix.size());
+  for (std::string_view m : methods) {
+    if (message_name == m) return true;
+  }
+  return false;
+}
+
 // A call a handler thread may make itself. A Commit's handler thread would otherwise only wait
 // for the pool to make its Prepares; running the last of them on the handler thread saves a
 // thread hand-off per Commit. Set only while a handler runs the driver's side effects, and
@@ -434,14 +451,28 @@ Status CoordinatorServer::Impl::Init() {
   so.name = fmt::format("txcoord-{}", options_.id);
   so.listen = options_.listen;
   so.max_connections = options_.max_connections;
-  // Slots above the cap for the Raft peers, so that clients holding every ordinary slot cannot
-  // keep the replicas from reaching each other (rpc/server.h). Each other replica dials this one
-  // with a pool of n.client.max_connections; room for a five-replica group, so a membership
-  // change that grows the group still finds slots.
-  so.reserved_connections =
-      n.client.max_connections * static_cast<int>(std::max<size_t>(options_.peers.size(), 5) - 1);
-  so.may_use_reserved = [](const std::string& message_name) {
-    return message_name.starts_with("raft:");
+  // Slots above the cap (rpc/server.h), so that clients holding every ordinary slot cannot keep
+  // the replicas from reaching each other, nor participants from learning outcomes and
+  // registering, nor an operator from looking. Each class has its own slots, so that neither
+  // participants nor operators can take the Raft peers'.
+  // - Raft peers: each other replica dials this one with a pool of n.client.max_connections;
+  //   room for a five-replica group, so a membership change that grows the group still finds
+  //   slots.
+  // - Participants: Resolve (a participant in doubt asks for the outcome) and registration.
+  //   A participant's resolver and registrar keep one connection each.
+  // - Operators: txctl's status and transaction views.
+  so.reserved = {
+      {"raft peers",
+       n.client.max_connections * static_cast<int>(std::max<size_t>(options_.peers.size(), 5) - 1),
+       [](const std::string& message_name) { return message_name.starts_with("raft:"); }},
+      {"participants", kReservedParticipantConnections,
+       [](const std::string& message_name) {
+         return IsOneOf(message_name, {"Resolve", "RegisterParticipant"});
+       }},
+      {"operators", kReservedOperatorConnections,
+       [](const std::string& message_name) {
+         return IsOneOf(message_name, {"GetClusterStatus", "ListTransactions", "GetTransaction"});
+       }},
   };
   so.max_message_bytes = options_.max_message_bytes;
   TX_ASSIGN_OR_RETURN(server_, rpc::RpcServer::Start(mux, so));

@@ -222,10 +222,9 @@ int main(int argc, char** argv) {
   // outcome of transactions already prepared. 32: a few dozen connections keep the leader's
   // prepares and phase two moving (past them its calls wait in the backlog and time out, as any
   // caller's do under overload), with room left for peers and txctl.
-  server_options.reserved_connections = 32;
-  server_options.may_use_reserved = [](const std::string& message_name) {
-    return message_name != "Execute";
-  };
+  server_options.reserved = {{"the protocol's calls", 32, [](const std::string& message_name) {
+                                return message_name != "Execute";
+                              }}};
   tx::StatusOr<std::unique_ptr<tx::rpc::RpcServer>> server = tx::rpc::RpcServer::Start(
       std::make_shared<tx::api::ParticipantServiceProcessor>(handler), server_options);
   if (!server.ok()) return Fail("listen on " + listen, server.status());

@@ -35,22 +35,74 @@ namespace {
 // by Thrift to every process() and processContext() call of that connection (so only that thread
 // touches it) until deleteContext.
 struct ConnectionContext {
-  // Accepted while max_connections were open: only may_use_reserved() calls are served.
+  // Accepted while max_connections were open: only the calls of a class of reserved slots are
+  // served.
   bool on_reserved_slot = false;
-  // A may_use_reserved() call was served; the connection gets reserved_idle_timeout.
-  bool admitted = false;
+  // The class of reserved slots it was admitted to (its first call was one of that class's and
+  // the class had room), or -1. An admitted connection gets reserved_idle_timeout.
+  int reserved_class = -1;
   bool idle_timeout_set = false;
 };
 
+int TotalReserved(const std::vector<RpcServerOptions::ReservedSlots>& reserved) {
+  int total = 0;
+  for (const auto& r : reserved) total += r.connections;
+  return total;
+}
+
 }  // namespace
+
+// The classes of reserved slots and how many connections each holds now. Shared by the event
+// handler (a connection's end gives its slot back) and the admission processor (a connection's
+// first call takes one). Thread-safe.
+class RpcServer::ReservedSlotTable {
+ public:
+  explicit ReservedSlotTable(std::vector<RpcServerOptions::ReservedSlots> classes)
+      : classes_(std::move(classes)), held_(classes_.size()) {}
+
+  int total() const { return TotalReserved(classes_); }
+
+  // The class that admits a connection whose first call is `name`: the first one allowing the
+  // call with a slot free (which it takes), or -1.
+  int Admit(const std::string& name) {
+    for (size_t i = 0; i < classes_.size(); ++i) {
+      if (!classes_[i].may_use(name)) continue;
+      int held = held_[i].load(std::memory_order_relaxed);
+      while (held < classes_[i].connections) {
+        if (held_[i].compare_exchange_weak(held, held + 1, std::memory_order_relaxed)) {
+          return static_cast<int>(i);
+        }
+      }
+    }
+    return -1;
+  }
+  bool Allows(int class_index, const std::string& name) const {
+    return classes_[static_cast<size_t>(class_index)].may_use(name);
+  }
+  void Release(int class_index) {
+    held_[static_cast<size_t>(class_index)].fetch_sub(1, std::memory_order_relaxed);
+  }
+  std::string Describe() const {
+    std::string out;
+    for (size_t i = 0; i < classes_.size(); ++i) {
+      out += fmt::format("{}{} for {} ({} held)", i == 0 ? "" : ", ", classes_[i].connections,
+                         classes_[i].name, held_[i].load(std::memory_order_relaxed));
+    }
+    return out;
+  }
+
+ private:
+  const std::vector<RpcServerOptions::ReservedSlots> classes_;
+  std::vector<std::atomic<int>> held_;
+};
 
 // Learns when serve() is listening (or failed to) and counts connections; marks the connections
 // accepted above max_connections and gives them the admission timeout.
 class RpcServer::EventHandler final : public TServerEventHandler {
  public:
-  explicit EventHandler(const RpcServerOptions& options)
-      : max_connections_(options.max_connections),
-        reserved_connections_(options.reserved_connections),
+  EventHandler(const RpcServerOptions& options, std::shared_ptr<ReservedSlotTable> reserved)
+      : reserved_(std::move(reserved)),
+        max_connections_(options.max_connections),
         reserved_idle_timeout_ms_(static_cast<int>(
             std::min(options.idle_timeout, options.reserved_idle_timeout).count())),
         admission_timeout_ms_(static_cast<int>(
@@ -75,13 +127,15 @@ class RpcServer::EventHandler final : public TServerEventHandler {
     accepted_.fetch_add(1, std::memory_order_relaxed);
     const int64_t open = open_.fetch_add(1, std::memory_order_relaxed) + 1;
     auto* context = new ConnectionContext();
-    context->on_reserved_slot = reserved_connections_ > 0 && open > max_connections_;
+    context->on_reserved_slot = reserved_->total() > 0 && open > max_connections_;
     return context;
   }
   void deleteContext(void* context, std::shared_ptr<TProtocol> /*input*/,
                      std::shared_ptr<TProtocol> /*output*/) override {
     open_.fetch_sub(1, std::memory_order_relaxed);
-    delete static_cast<ConnectionContext*>(context);
+    auto* c = static_cast<ConnectionContext*>(context);
+    if (c != nullptr && c->reserved_class >= 0) reserved_->Release(c->reserved_class);
+    delete c;
   }
   // Called before each request is read, with the connection's socket.
   void processContext(void* context, std::shared_ptr<TTransport> transport) override {
@@ -89,7 +143,7 @@ class RpcServer::EventHandler final : public TServerEventHandler {
     if (c == nullptr || !c->on_reserved_slot || c->idle_timeout_set) return;
     auto* socket = dynamic_cast<TSocket*>(transport.get());
     if (socket == nullptr) return;
-    if (!c->admitted) {
+    if (c->reserved_class < 0) {
       socket->setRecvTimeout(admission_timeout_ms_);
     } else {
       socket->setRecvTimeout(reserved_idle_timeout_ms_);
@@ -98,8 +152,8 @@ class RpcServer::EventHandler final : public TServerEventHandler {
   }
 
  private:
+  const std::shared_ptr<ReservedSlotTable> reserved_;
   const int64_t max_connections_;
-  const int reserved_connections_;
   const int reserved_idle_timeout_ms_;
   const int admission_timeout_ms_;
   std::once_flag started_once_;
@@ -109,17 +163,17 @@ class RpcServer::EventHandler final : public TServerEventHandler {
 };
 
 // Serves every call of an ordinary connection; on a reserved slot (see server.h) reads the
-// message name first and closes the connection unless may_use_reserved() allows the call, then
-// replays the name to the real processor. Stateless apart from counters: shared by all
-// connection threads.
+// message name first and closes the connection unless its class of reserved slots (taken at its
+// first call) allows the call, then replays the name to the real processor. Stateless apart from
+// counters: shared by all connection threads.
 class RpcServer::AdmissionProcessor final : public TProcessor {
  public:
-  AdmissionProcessor(std::shared_ptr<TProcessor> inner, const RpcServerOptions& options)
+  AdmissionProcessor(std::shared_ptr<TProcessor> inner, const RpcServerOptions& options,
+                     std::shared_ptr<ReservedSlotTable> reserved)
       : inner_(std::move(inner)),
-        may_use_reserved_(options.may_use_reserved),
+        reserved_(std::move(reserved)),
         name_(options.name),
-        max_connections_(options.max_connections),
-        reserved_connections_(options.reserved_connections) {}
+        max_connections_(options.max_connections) {}
 
   bool process(std::shared_ptr<TProtocol> in, std::shared_ptr<TProtocol> out,
                void* connection_context) override {
@@ -129,19 +183,19 @@ class RpcServer::AdmissionProcessor final : public TProcessor {
     TMessageType type;
     int32_t seqid = 0;
     in->readMessageBegin(name, type, seqid);
-    if (!may_use_reserved_(name)) {
+    if (c->reserved_class < 0) c->reserved_class = reserved_->Admit(name);
+    if (c->reserved_class < 0 || !reserved_->Allows(c->reserved_class, name)) {
       // No reply: the request is left unread, and a client is better served by seeing the
       // connection break (Unavailable, retried with back-off) than by an application error.
       const uint64_t n = refused_.fetch_add(1, std::memory_order_relaxed) + 1;
       if (n == 1 || n % 1000 == 0) {
         spdlog::warn(
-            "{} server: {} connection(s) refused at the cap of {} (the {} slots above it are "
-            "kept for peers; this one called {})",
-            name_, n, max_connections_, reserved_connections_, name.substr(0, 64));
+            "{} server: {} connection(s) refused at the cap of {} (the slots above it are kept: "
+            "{}; this one called {})",
+            name_, n, max_connections_, reserved_->Describe(), name.substr(0, 64));
       }
       return false;
     }
-    c->admitted = true;
     return inner_->process(std::make_shared<StoredMessageProtocol>(in, name, type, seqid), out,
                            connection_context);
   }
@@ -150,10 +204,9 @@ class RpcServer::AdmissionProcessor final : public TProcessor {
 
  private:
   const std::shared_ptr<TProcessor> inner_;
-  const std::function<bool(const std::string&)> may_use_reserved_;
+  const std::shared_ptr<ReservedSlotTable> reserved_;
   const std::string name_;
   const int max_connections_;
-  const int reserved_connections_;
   std::atomic<uint64_t> refused_{0};
 };
 
@@ -161,11 +214,11 @@ StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
     std::shared_ptr<apache::thrift::TProcessor> processor, const RpcServerOptions& options) {
   TX_CHECK(processor != nullptr);
   TX_CHECK(options.max_connections > 0, "max_connections {}", options.max_connections);
-  TX_CHECK(options.reserved_connections >= 0, "reserved_connections {}",
-           options.reserved_connections);
-  TX_CHECK(options.reserved_connections == 0 || options.may_use_reserved != nullptr,
-           "{} server: reserved_connections {} without may_use_reserved", options.name,
-           options.reserved_connections);
+  for (const RpcServerOptions::ReservedSlots& r : options.reserved) {
+    TX_CHECK(r.connections >= 0 && r.may_use != nullptr,
+             "{} server: reserved slots for {}: {} connections, may_use {}", options.name, r.name,
+             r.connections, r.may_use != nullptr ? "set" : "missing");
+  }
   RouteThriftLoggingToSpdlog();
 
   auto socket = std::make_shared<TServerSocket>(options.listen.host, options.listen.port);
@@ -175,15 +228,16 @@ StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   socket->setInterruptableChildren(true);
 
   std::shared_ptr<TConfiguration> config = MakeThriftConfiguration(options.max_message_bytes);
-  auto admission = std::make_shared<AdmissionProcessor>(std::move(processor), options);
+  auto reserved = std::make_shared<ReservedSlotTable>(options.reserved);
+  auto admission = std::make_shared<AdmissionProcessor>(std::move(processor), options, reserved);
   auto server = std::make_shared<TThreadedServer>(
       admission, socket, std::make_shared<BoundedFramedTransportFactory>(config),
       MakeBinaryProtocolFactory(options.max_message_bytes));
-  server->setConcurrentClientLimit(options.max_connections + options.reserved_connections);
+  server->setConcurrentClientLimit(options.max_connections + reserved->total());
 
   std::unique_ptr<RpcServer> self(new RpcServer());
   self->name_ = options.name;
-  self->events_ = std::make_shared<EventHandler>(options);
+  self->events_ = std::make_shared<EventHandler>(options, reserved);
   self->admission_ = admission;
   self->server_ = server;
   server->setServerEventHandler(self->events_);

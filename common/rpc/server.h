@@ -17,16 +17,16 @@
 // Reserved connections. A cap shared by everyone lets clients lock a server's peers out: idle
 // pooled client connections at the cap kept txcoord's Raft peers from connecting to each other,
 // so no leader could be elected until the clients left (tests/chaos/connection_cap_test.cc).
-// As PostgreSQL does for superuser_reserved_connections, the server therefore accepts
-// reserved_connections more than max_connections, and a connection accepted while
-// max_connections are already open may only make calls that may_use_reserved() allows (a peer's
-// protocol calls, e.g. "raft:AppendEntries"): its first other call closes it without a reply
-// (the client sees the connection break, i.e. Unavailable, and retries later as under any
-// overload), which frees the slot at once. Until its first call is accepted such a connection
-// has reserved_admission_timeout rather than idle_timeout to send it, so connections that never
-// send a whole request cannot sit on the reserved slots either, and once admitted it is closed
-// after reserved_idle_timeout without a request (not idle_timeout): a peer's pool that grew in a
-// burst gives the reserved slots back soon after (peers' pools replace connections the server
+// As PostgreSQL does for superuser_reserved_connections, the server therefore accepts the
+// reserved slots' total more than max_connections, and a connection accepted while
+// max_connections are already open may only make the calls of a class of reserved slots with
+// room (a peer's protocol calls, e.g. "raft:AppendEntries"): its first other call closes it
+// without a reply (the client sees the connection break, i.e. Unavailable, and retries later as
+// under any overload), which frees the slot at once. Until its first call is accepted such a
+// connection has reserved_admission_timeout rather than idle_timeout to send it, so connections
+// that never send a whole request cannot sit on the reserved slots either, and once admitted it is
+// closed after reserved_idle_timeout without a request (not idle_timeout): a peer's pool that grew
+// in a burst gives the reserved slots back soon after (peers' pools replace connections the server
 // closed before using them, rpc/client.h). Peers are told apart by what they call, not by
 // address, because replicas share hosts with clients (and, in tests, 127.0.0.1).
 //
@@ -47,6 +47,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/net.h"
 #include "common/status.h"
@@ -76,13 +77,19 @@ struct RpcServerOptions {
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(5)};
   // A reply the client does not read within this long fails and closes the connection.
   std::chrono::milliseconds send_timeout{std::chrono::seconds(10)};
-  // Connections kept for peers above max_connections (see the header comment); 0: none. The
-  // owner sizes it to what its peers open at most (a Raft peer: its pool per peer).
-  int reserved_connections = 0;
-  // Which calls a connection on a reserved slot may make, by Thrift message name (with a
-  // TMultiplexedProcessor, "service:method"). Required when reserved_connections > 0. Called
-  // from the connection threads concurrently.
-  std::function<bool(const std::string& message_name)> may_use_reserved;
+  // Slots above max_connections kept for peers (see the header comment), in classes: each
+  // class has its own number of slots and its own calls, so that one kind of peer cannot use up
+  // another's (participants calling txcoord's Resolve must not take the slots its Raft peers
+  // need). A connection on a reserved slot joins the first class whose may_use() allows its
+  // first call and that has a slot free, and from then on may make that class's calls only.
+  struct ReservedSlots {
+    std::string name;  // whom they are kept for, in logs ("raft peers")
+    int connections = 0;
+    // By Thrift message name (with a TMultiplexedProcessor, "service:method"). Called from the
+    // connection threads concurrently.
+    std::function<bool(const std::string& message_name)> may_use;
+  };
+  std::vector<ReservedSlots> reserved;
   // How long a connection on a reserved slot has to send its first call.
   std::chrono::milliseconds reserved_admission_timeout{std::chrono::seconds(5)};
   // How long an admitted connection on a reserved slot may wait for its next request.
@@ -111,11 +118,12 @@ class RpcServer {
   uint64_t accepted_connections() const;
   // Connections open now.
   int64_t open_connections() const;
-  // Connections on reserved slots closed because their call was not one may_use_reserved()
-  // allows.
+  // Connections on reserved slots closed because no class of reserved slots with room allows
+  // their call.
   uint64_t refused_connections() const;
 
  private:
+  class ReservedSlotTable;
   class EventHandler;
   class AdmissionProcessor;
   RpcServer() = default;

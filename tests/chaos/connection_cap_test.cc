@@ -139,6 +139,59 @@ TEST(CoordinatorConnectionCap, IdleClientConnectionsDoNotLockRaftPeersOut) {
                        << fmt::format("{}", fmt::join(about_b, "\n"));
 }
 
+// The open point of the finding above: a participant in doubt asks the coordinator for the
+// outcome (Resolve), and with clients holding every ordinary slot of every replica that call was
+// refused (seen in overload runs: "cannot resolve transaction 3702 yet: Unavailable"). txcoord
+// now keeps separate slots for participants' calls (and for operators'), which neither clients
+// nor each other can take.
+TEST(CoordinatorConnectionCap, IdleClientConnectionsDoNotLockParticipantsResolveOut) {
+  testing::TempDir dir;
+  ClusterSpec spec;
+  spec.bin_dir = testing::BinaryDir();
+  spec.work_dir = dir.path() + "/cluster";
+  spec.replicas = 3;
+  spec.participants = 1;
+  spec.txcoord_flags = {"--max-connections", "4", "--log-level", "warn"};
+  LocalCluster cluster(spec);
+  ASSERT_TRUE(cluster.Plan().ok());
+  ASSERT_TRUE(cluster.Start().ok());
+  StatusOr<std::string> leader = cluster.AwaitLeader(10s);
+  ASSERT_TRUE(leader.ok()) << leader.status().ToString();
+  const HostPort at = cluster.Info(*leader).address;
+
+  // Idle client connections (GetClusterStatus, the call txctl makes) take every slot they may:
+  // the ordinary ones and the operators'.
+  std::vector<std::unique_ptr<Connection>> idle;
+  bool refused = false;
+  for (int i = 0; i < 16 && !refused; ++i) {
+    idle.push_back(std::make_unique<Connection>(at));
+    refused = !idle.back()->Call();
+  }
+  ASSERT_TRUE(refused) << "the leader still answers with 16 client connections open";
+
+  // A participant's Resolve on a new connection is answered (a TxError is an answer: the txid
+  // was never issued).
+  auto socket = std::make_shared<apache::thrift::transport::TSocket>(
+      at.host, at.port, rpc::MakeThriftConfiguration(1 << 20));
+  socket->setRecvTimeout(5000);
+  auto protocol = rpc::MakeClientProtocol(socket, 1 << 20);
+  protocol->getTransport()->open();
+  api::CoordinatorServiceClient participant(protocol);
+  api::ResolveRequest request;
+  request.txid = 987654321;
+  request.participant = "p1";
+  api::ResolveResponse response;
+  std::string outcome = "answered";
+  try {
+    participant.Resolve(response, request);
+  } catch (const api::TxError& e) {
+    outcome = "answered with an error";
+  } catch (const std::exception& e) {
+    outcome = std::string("not answered: ") + e.what();
+  }
+  EXPECT_TRUE(outcome.starts_with("answered")) << outcome;
+}
+
 // The same lock-out at a participant: applications' idle pooled connections (Execute) at
 // txpart's --max-connections would keep out the calls the protocol needs to finish prepared
 // transactions (the coordinator's Prepare, Commit and Abort, other participants' Status).

@@ -374,8 +374,8 @@ TEST_F(RpcTest, ServerConnectionCapMakesExtraClientsTimeOutNotCrash) {
 TEST_F(RpcTest, IdleClientConnectionsAtTheCapDoNotLockPeersOut) {
   RpcServerOptions server_options;
   server_options.max_connections = 1;
-  server_options.reserved_connections = 1;
-  server_options.may_use_reserved = [](const std::string& name) { return name == "Echo"; };
+  server_options.reserved = {
+      {"echoers", 1, [](const std::string& name) { return name == "Echo"; }}};
   auto server = StartServer(0, server_options);
   ClientPool<EchoClient> client(server->address());
   ASSERT_TRUE(client
@@ -415,11 +415,52 @@ TEST_F(RpcTest, IdleClientConnectionsAtTheCapDoNotLockPeersOut) {
   EXPECT_EQ(2, server->open_connections());
 }
 
+// The remaining open point of the connection-cap finding: txcoord's participants (Resolve) had
+// no reserved slots of their own, and giving them the Raft peers' would let them use those up.
+// Each class of reserved slots has its own room: one class full does not refuse another's
+// calls, nor lend it slots; a connection admitted to a class may make that class's calls only.
+TEST_F(RpcTest, EachClassOfReservedSlotsHasItsOwnRoom) {
+  RpcServerOptions server_options;
+  server_options.max_connections = 1;
+  server_options.reserved = {
+      {"echoers", 1, [](const std::string& name) { return name == "Echo"; }},
+      {"blobbers", 1, [](const std::string& name) { return name == "Blob"; }}};
+  auto server = StartServer(0, server_options);
+  auto blob = [](ClientPool<EchoClient>& pool) {
+    return pool.Call([](EchoClient& c) {
+      std::string reply;
+      c.Blob(reply, 1);
+    });
+  };
+  ClientPool<EchoClient> client(server->address());
+  ASSERT_TRUE(Echo(client, "holding the ordinary slot").ok());
+
+  RpcClientOptions options;
+  options.recv_timeout = 5s;
+  ClientPool<EchoClient> echoer(server->address(), options);
+  ASSERT_TRUE(Echo(echoer, "on the echoers' slot").ok());
+  // The echoers' class is full: a second echoer is refused though the blobbers' slot is free.
+  ClientPool<EchoClient> second_echoer(server->address(), options);
+  Status s = Echo(second_echoer, "no room for echoers");
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  EXPECT_EQ(1u, server->refused_connections());
+  // The blobbers' slot is still there for a blobber.
+  ClientPool<EchoClient> blobber(server->address(), options);
+  EXPECT_TRUE(blob(blobber).ok());
+  EXPECT_EQ(1u, blobber.connects());
+  // An admitted echoer may not make the blobbers' calls on its slot: refused, and the slot is
+  // given back (the next echoer gets in).
+  s = blob(echoer);
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  EXPECT_EQ(2u, server->refused_connections());
+  EXPECT_TRUE(PollUntil([&] { return Echo(second_echoer, "room now").ok(); }));
+}
+
 TEST_F(RpcTest, ReservedSlotIsNotHeldByAConnectionThatNeverSendsARequest) {
   RpcServerOptions server_options;
   server_options.max_connections = 1;
-  server_options.reserved_connections = 1;
-  server_options.may_use_reserved = [](const std::string& name) { return name == "Echo"; };
+  server_options.reserved = {
+      {"echoers", 1, [](const std::string& name) { return name == "Echo"; }}};
   server_options.reserved_admission_timeout = 200ms;
   server_options.idle_timeout = 30s;
   auto server = StartServer(0, server_options);
@@ -452,8 +493,8 @@ TEST_F(RpcTest, ReservedSlotIsNotHeldByAConnectionThatNeverSendsARequest) {
 TEST_F(RpcTest, IdlePeerGivesItsReservedSlotBackSoon) {
   RpcServerOptions server_options;
   server_options.max_connections = 1;
-  server_options.reserved_connections = 1;
-  server_options.may_use_reserved = [](const std::string& name) { return name == "Echo"; };
+  server_options.reserved = {
+      {"echoers", 1, [](const std::string& name) { return name == "Echo"; }}};
   server_options.reserved_idle_timeout = 300ms;
   server_options.idle_timeout = 30s;
   auto server = StartServer(0, server_options);
