@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -30,6 +32,29 @@ constexpr uint64_t kMaxPendingBytes = 8ull << 20;
 // Longest the sync thread holds a round back to gather appenders the previous round released
 // (see SyncLoop). Bounds the latency the gathering can add.
 constexpr std::chrono::microseconds kMaxGatherWindow{200};
+
+// Threads blocked in WaitDurable sleep on one shared futex word rather than each on its own
+// condition variable, so that the sync thread releases a whole round of them with one system
+// call instead of one wake-up (and one mutex hand-off) per waiter, while no fdatasync runs.
+// Raw futexes rather than std::atomic::wait: libstdc++ spins with sched_yield before it sleeps,
+// which took the CPU from the sync thread on two cores. Each waiter sleeps on one bit of the
+// bitset, chosen by the round expected to cover its record, so that a wake-up reaches the
+// waiters the round released and leaves those waiting for the next round asleep.
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
+              std::atomic<uint32_t>::is_always_lock_free);
+constexpr uint32_t kFutexBits = 32;
+
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, uint32_t bits) {
+  // Returns at once if *word != expected (a wake-up was published in between), on a wake-up
+  // of any of `bits`, or spuriously (EINTR); the caller re-checks its condition either way.
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_BITSET_PRIVATE, expected,
+            nullptr, nullptr, bits);
+}
+
+void FutexWake(std::atomic<uint32_t>* word, uint32_t bits) {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_BITSET_PRIVATE, INT_MAX,
+            nullptr, nullptr, bits);
+}
 
 }  // namespace
 
@@ -65,6 +90,10 @@ class Wal::Impl {
     std::lock_guard lock(mu_);
     return durable_index_;
   }
+  size_t blocked_waiter_count() const {
+    std::lock_guard lock(mu_);
+    return blocked_.size();
+  }
   size_t segment_count() const {
     std::lock_guard lock(mu_);
     return segments_.size();
@@ -84,6 +113,21 @@ class Wal::Impl {
     uint64_t RecordEnd(size_t i) const {
       return i + 1 < record_offsets.size() ? record_offsets[i + 1] : size_bytes;
     }
+  };
+
+  // A thread blocked in WaitDurable. Lives on that thread's stack and is listed in blocked_
+  // until settled: whoever settles it (holding mu_) writes `result`, then sets `settled`, and
+  // then must not touch it again, since the waiter may return and free it at once.
+  struct BlockedWaiter {
+    uint64_t index = 0;
+    uint32_t wake_bit = 0;  // the futex bit it sleeps on; constant once listed
+    Status result;
+    std::atomic<bool> settled{false};
+  };
+  // Waiters that SettleBlockedLocked released: how many, and the futex bits to wake.
+  struct Released {
+    size_t count = 0;
+    uint32_t wake_bits = 0;
   };
 
   uint64_t LastIndexLocked() const { return segments_.back().next_index() - 1; }
@@ -115,6 +159,11 @@ class Wal::Impl {
   Status FailLocked(Status cause);
   // Removes callbacks whose record is gone or whose fate is known; caller runs them unlocked.
   std::vector<std::pair<std::function<void(Status)>, Status>> TakeSettledCallbacksLocked();
+  // Settles the blocked waiters whose record is durable, was truncated away, or can no longer
+  // become durable (the log failed; or, with `closing`, the log is closing); the caller then
+  // wakes them with WakeBlocked(released.wake_bits), with or without mu_ held.
+  Released SettleBlockedLocked(bool closing = false);
+  void WakeBlocked(uint32_t wake_bits);
   // The sync thread: runs a round whenever a waiter or callback wants a record that is not
   // durable yet, then wakes exactly the waiters the round satisfied. Waiters never run rounds
   // themselves: a herd of them would fight over mu_ after every fdatasync.
@@ -146,9 +195,24 @@ class Wal::Impl {
   bool sync_running_ = false;      // guarded by mu_
   Status failed_;                  // guarded by mu_; sticky once an fdatasync failed
   uint64_t truncation_count_ = 0;  // guarded by mu_; lets Read detect a concurrent cut
-  // guarded by mu_: who is waiting for which record to become durable (WaitDurable callers
-  // register a callback that wakes them).
+  // guarded by mu_: OnDurable callbacks by the record they wait for.
   std::multimap<uint64_t, std::function<void(Status)>> callbacks_;
+  // guarded by mu_: callbacks of records that a truncation removed, to run with OutOfRange.
+  std::vector<std::function<void(Status)>> truncated_callbacks_;
+  // guarded by mu_: the threads blocked in WaitDurable, unordered. Bounded by the number of
+  // threads in the process.
+  std::vector<BlockedWaiter*> blocked_;
+  // guarded by mu_: synced rounds begun so far, and the last record the running round covers
+  // (meaningful while sync_running_ && round_syncs_). They pick a new waiter's futex bit.
+  uint64_t sync_rounds_begun_ = 0;
+  uint64_t round_target_ = 0;
+  bool round_syncs_ = false;
+  // The futex word blocked waiters sleep on; bumped before every wake-up so that a waiter about
+  // to sleep notices one published since it last looked. Not guarded: atomic.
+  std::atomic<uint32_t> wake_word_{0};
+  // Threads inside WaitDurable's blocking part. Close waits for it to reach zero, so that no
+  // waiter still touches this object (wake_word_) once the destructor returns. Atomic.
+  std::atomic<uint32_t> waiters_inside_{0};
   bool sync_thread_idle_ = false;  // guarded by mu_; lets OnDurable skip needless wake-ups
   // guarded by mu_: group-commit gathering (see SyncLoop). While gathering_, the sync thread
   // waits for pending_records_ to reach gather_target_ or for gather_deadline_.
@@ -400,6 +464,7 @@ Status Wal::Impl::FailLocked(Status cause) {
   if (failed_.ok()) {
     failed_ = cause.Annotate("write-ahead log " + dir_ + " stopped accepting writes");
     spdlog::error("{}", failed_.ToString());
+    WakeBlocked(SettleBlockedLocked().wake_bits);
     sync_done_cv_.notify_all();
     work_cv_.notify_one();
   }
@@ -410,6 +475,9 @@ Status Wal::Impl::SyncRoundLocked(std::unique_lock<std::mutex>& lock, bool sync)
   TX_CHECK(!sync_running_, "two group-commit leaders at once");
   sync_running_ = true;
   const uint64_t target = LastIndexLocked();
+  round_syncs_ = sync;
+  round_target_ = target;
+  if (sync) ++sync_rounds_begun_;
   std::shared_ptr<WritableFile> file = active_;
   std::string frames;
   frames.swap(pending_);
@@ -449,26 +517,71 @@ void Wal::Impl::WaitForSyncRoundLocked(std::unique_lock<std::mutex>& lock) {
 }
 
 Status Wal::Impl::WaitDurable(uint64_t index) {
-  // A mutex and condition variable rather than std::binary_semaphore: libstdc++'s semaphore
-  // spins with sched_yield before it sleeps, and with dozens of appenders waiting on two CPUs
-  // those yields took the CPU from the sync thread and from the appenders it had just released
-  // (a sixth of the samples in a perf profile of wal_bench with 64 appenders).
-  struct Waiter {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;  // guarded by mu
-    Status result;      // guarded by mu
-  } waiter;
-  OnDurable(index, [&waiter](Status s) {
-    std::lock_guard lock(waiter.mu);
-    waiter.result = std::move(s);
-    waiter.done = true;
-    // Notified under the lock: once done is seen the waiter returns and destroys cv.
-    waiter.cv.notify_one();
-  });
-  std::unique_lock lock(waiter.mu);
-  waiter.cv.wait(lock, [&] { return waiter.done; });
-  return std::move(waiter.result);
+  BlockedWaiter waiter;
+  {
+    std::lock_guard lock(mu_);
+    if (!failed_.ok()) return failed_;
+    if (index > LastIndexLocked()) {
+      return Status::OutOfRange(fmt::format("no record {} in the write-ahead log (last is {})",
+                                            index, LastIndexLocked()));
+    }
+    if (index <= durable_index_) return Status::OK();
+    if (closing_ || closed_) return Status::Cancelled("write-ahead log is closed");
+    // The running round covers the record if it was pending when the round began; otherwise
+    // the next round will.
+    const bool running_round_covers = sync_running_ && round_syncs_ && index <= round_target_;
+    const uint64_t round = sync_rounds_begun_ + (running_round_covers ? 0 : 1);
+    waiter.index = index;
+    waiter.wake_bit = 1u << (round % kFutexBits);
+    blocked_.push_back(&waiter);
+    waiters_inside_.fetch_add(1, std::memory_order_relaxed);
+    if (sync_thread_idle_) work_cv_.notify_one();
+  }
+  // Whoever settles the waiter sets `settled` before it bumps wake_word_ and wakes: a waiter
+  // that read the word before the bump finds it changed in FutexWait and looks again.
+  while (!waiter.settled.load(std::memory_order_acquire)) {
+    const uint32_t seen = wake_word_.load(std::memory_order_seq_cst);
+    if (waiter.settled.load(std::memory_order_seq_cst)) break;
+    FutexWait(&wake_word_, seen, waiter.wake_bit);
+  }
+  Status result = std::move(waiter.result);
+  // The last access to *this: Close may destroy the log as soon as it sees the count drop.
+  waiters_inside_.fetch_sub(1, std::memory_order_release);
+  return result;
+}
+
+Wal::Impl::Released Wal::Impl::SettleBlockedLocked(bool closing) {
+  Released released;
+  for (size_t i = 0; i < blocked_.size();) {
+    BlockedWaiter* waiter = blocked_[i];
+    Status outcome;
+    if (!failed_.ok()) {
+      outcome = failed_;
+    } else if (waiter->index > LastIndexLocked()) {
+      outcome = Status::OutOfRange(
+          fmt::format("record {} was truncated from the write-ahead log", waiter->index));
+    } else if (waiter->index <= durable_index_) {
+      // OK
+    } else if (closing) {
+      outcome = Status::Cancelled("write-ahead log closed");
+    } else {
+      ++i;
+      continue;
+    }
+    ++released.count;
+    released.wake_bits |= waiter->wake_bit;
+    waiter->result = std::move(outcome);
+    waiter->settled.store(true, std::memory_order_seq_cst);  // *waiter may be gone from here on
+    blocked_[i] = blocked_.back();
+    blocked_.pop_back();
+  }
+  return released;
+}
+
+void Wal::Impl::WakeBlocked(uint32_t wake_bits) {
+  if (wake_bits == 0) return;
+  wake_word_.fetch_add(1, std::memory_order_seq_cst);
+  FutexWake(&wake_word_, wake_bits);
 }
 
 Status Wal::Impl::Sync() {
@@ -505,6 +618,11 @@ void Wal::Impl::OnDurable(uint64_t index, std::function<void(Status)> done) {
 std::vector<std::pair<std::function<void(Status)>, Status>>
 Wal::Impl::TakeSettledCallbacksLocked() {
   std::vector<std::pair<std::function<void(Status)>, Status>> settled;
+  for (auto& done : truncated_callbacks_) {
+    settled.emplace_back(std::move(done),
+                         Status::OutOfRange("the record was truncated from the write-ahead log"));
+  }
+  truncated_callbacks_.clear();
   while (!callbacks_.empty()) {
     auto it = callbacks_.begin();
     Status outcome;
@@ -533,7 +651,8 @@ void Wal::Impl::SyncLoop() {
   std::unique_lock lock(mu_);
   for (;;) {
     auto settled = TakeSettledCallbacksLocked();
-    if (!settled.empty()) {
+    const Released released = SettleBlockedLocked();
+    if (!settled.empty() || released.count > 0) {
       // Gathering: the waiters released here are likely to append again at once (a thread
       // that commits in a loop, a pipeline of requests). If the next round started right away
       // it would cover only the records appended during this one, and the released appenders
@@ -541,15 +660,16 @@ void Wal::Impl::SyncLoop() {
       // waits until as many records are pending as there were waiters, or for a short window
       // (half an fdatasync, at most kMaxGatherWindow). A lone appender comes back at once, so
       // it never waits.
-      gather_target_ = pending_records_ + settled.size();
+      gather_target_ = pending_records_ + settled.size() + released.count;
       gather_deadline_ = std::chrono::steady_clock::now() +
                          std::min<std::chrono::nanoseconds>(fsync_ewma_ / 2, kMaxGatherWindow);
       lock.unlock();
+      WakeBlocked(released.wake_bits);
       for (auto& [done, status] : settled) done(status);
       lock.lock();
       continue;
     }
-    if (!callbacks_.empty() && !sync_running_) {
+    if ((!callbacks_.empty() || !blocked_.empty()) && !sync_running_) {
       if (!closing_ && pending_records_ < gather_target_ &&
           std::chrono::steady_clock::now() < gather_deadline_) {
         gathering_ = true;
@@ -714,6 +834,12 @@ Status Wal::Impl::TruncateSuffixLocked(uint64_t from) {
   segment.reader.reset();  // its cached view may predate the cut
   durable_index_ = std::min(durable_index_, from - 1);
   ++truncation_count_;
+  // Waits for removed records end now, before a new record can take their index.
+  WakeBlocked(SettleBlockedLocked().wake_bits);
+  for (auto it = callbacks_.lower_bound(from); it != callbacks_.end();) {
+    truncated_callbacks_.push_back(std::move(it->second));
+    it = callbacks_.erase(it);
+  }
   sync_done_cv_.notify_all();
   work_cv_.notify_one();
   return Status::OK();
@@ -741,6 +867,7 @@ Status Wal::Impl::DropPrefix(uint64_t before) {
     if (s.ok()) s = AddSegmentLocked(before);
     if (!s.ok()) return FailLocked(s.Annotate("cannot reset the write-ahead log"));
     durable_index_ = before - 1;
+    work_cv_.notify_one();  // waits for the dropped records are settled
   } else {
     bool removed = false;
     while (segments_.size() > 1 && segments_[1].first_index <= before) {
@@ -763,18 +890,33 @@ void Wal::Impl::Close() {
     if (active_ && failed_.ok() && durable_index_ < LastIndexLocked()) {
       (void)SyncRoundLocked(lock);  // best effort at close
     }
+    // Releases the waiters that round covered even if the sync thread is busy in a callback.
+    WakeBlocked(SettleBlockedLocked().wake_bits);
     closing_ = true;
     work_cv_.notify_one();
   }
   if (sync_thread_.joinable()) sync_thread_.join();
   std::multimap<uint64_t, std::function<void(Status)>> orphans;
+  std::vector<std::function<void(Status)>> truncated;
   {
     std::lock_guard lock(mu_);
     closed_ = true;
     orphans.swap(callbacks_);
+    truncated.swap(truncated_callbacks_);
+    WakeBlocked(SettleBlockedLocked(/*closing=*/true).wake_bits);
     active_.reset();  // closes the file; nothing unsynced remains to lose
   }
+  for (auto& done : truncated) {
+    done(Status::OutOfRange("the record was truncated from the write-ahead log"));
+  }
   for (auto& [index, done] : orphans) done(Status::Cancelled("write-ahead log closed"));
+  // Every blocked waiter is settled and woken by now, and none can register any more; they read
+  // wake_word_ until they return, so the log must outlive them. They return within a scheduling
+  // delay; a poll (rather than a yield loop, which can keep a lower-priority waiter off a lone
+  // CPU) since this happens once per log.
+  while (waiters_inside_.load(std::memory_order_acquire) != 0) {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 Wal::Wal(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -804,6 +946,7 @@ uint64_t Wal::first_index() const { return impl_->first_index(); }
 uint64_t Wal::last_index() const { return impl_->last_index(); }
 uint64_t Wal::durable_index() const { return impl_->durable_index(); }
 size_t Wal::segment_count() const { return impl_->segment_count(); }
+size_t Wal::blocked_waiter_count() const { return impl_->blocked_waiter_count(); }
 const std::string& Wal::dir() const { return impl_->dir(); }
 
 }  // namespace tx::wal

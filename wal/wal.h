@@ -95,7 +95,10 @@ class Wal {
   Status Sync();
 
   // Returns once record `index` is durable (sharing an fdatasync with concurrent callers).
-  // OutOfRange if no record `index` exists (never appended, or truncated meanwhile).
+  // OutOfRange if no record `index` exists (never appended, or truncated meanwhile, even if a
+  // new record has taken its index since). The error of a failed fdatasync if the log failed.
+  // Destroying the log releases blocked callers (with the outcome of the final sync) and waits
+  // until they have returned.
   Status WaitDurable(uint64_t index);
 
   // Calls `done` on the sync thread once record `index` is durable, with OK, or with the
@@ -131,6 +134,8 @@ class Wal {
 
   // Number of segment files, for tests and metrics.
   size_t segment_count() const;
+  // Number of threads blocked in WaitDurable or Sync right now, for tests and metrics.
+  size_t blocked_waiter_count() const;
 
   const std::string& dir() const;
 

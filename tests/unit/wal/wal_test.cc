@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <future>
 #include <latch>
 #include <string>
@@ -26,6 +27,47 @@ std::string PayloadFor(uint64_t n, size_t size = 0) {
   p.resize(size);
   return p;
 }
+
+// Polls `condition` until it holds or 10 s pass; returns whether it held.
+bool Eventually(const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return true;
+}
+
+// Holds the log's sync thread inside an OnDurable callback until Release(), so that no
+// group-commit round starts meanwhile: lets a test line waiters up deterministically. Appends
+// one record of its own.
+class SyncThreadParker {
+ public:
+  explicit SyncThreadParker(Wal* wal) {
+    auto index = wal->Append(RecordView{1, "parker"});
+    EXPECT_TRUE(index.ok()) << index.status().ToString();
+    wal->OnDurable(*index, [this](Status) {
+      entered_.count_down();
+      released_.wait();
+    });
+    entered_.wait();
+  }
+  ~SyncThreadParker() { Release(); }
+  void Release() {
+    if (!released_flag_) {
+      released_flag_ = true;
+      release_.set_value();
+    }
+  }
+
+ private:
+  std::latch entered_{1};
+  std::promise<void> release_;
+  std::shared_future<void> released_ = release_.get_future().share();
+  bool released_flag_ = false;
+};
+
+constexpr auto kWaitLimit = std::chrono::seconds(10);
 
 class WalTest : public ::testing::Test {
  protected:
@@ -205,6 +247,165 @@ TEST_F(WalTest, OnDurableCallbacksRunInIndexOrderAfterSync) {
   bool ran = false;
   wal->OnDurable(5, [&](Status s) { ran = s.ok(); });
   EXPECT_TRUE(ran);
+}
+
+TEST_F(WalTest, WaitersOfTheRunningAndOfTheNextRoundAreBothReleased) {
+  auto wal = OpenOrDie();
+  AppendMany(wal.get(), 1, 1);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::latch sync_started(1);
+  std::atomic<bool> first{true};
+  fs_.SetSyncHook([&] {
+    if (first.exchange(false)) {
+      sync_started.count_down();
+      released.wait();
+    }
+  });
+  auto covered = std::async(std::launch::async, [&] { return wal->WaitDurable(1); });
+  sync_started.wait();  // the round that covers record 1 is in its fdatasync
+  AppendMany(wal.get(), 2, 1);
+  // Record 2 came after that round began: only the next round covers it, so this waiter sleeps
+  // on another wake-up bit than the first.
+  auto next = std::async(std::launch::async, [&] { return wal->WaitDurable(2); });
+  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == 2; }));
+  EXPECT_EQ(0u, wal->durable_index());
+  release.set_value();
+  ASSERT_EQ(std::future_status::ready, covered.wait_for(kWaitLimit));
+  ASSERT_EQ(std::future_status::ready, next.wait_for(kWaitLimit));
+  EXPECT_TRUE(covered.get().ok());
+  EXPECT_TRUE(next.get().ok());
+  EXPECT_EQ(2u, wal->durable_index());
+  EXPECT_EQ(0u, wal->blocked_waiter_count());
+  fs_.SetSyncHook(nullptr);
+}
+
+TEST_F(WalTest, ManyBlockedWaitersAllGetTheErrorOfAFailedFdatasync) {
+  auto wal = OpenOrDie();
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::latch sync_started(1);
+  std::atomic<bool> first{true};
+  fs_.SetSyncHook([&] {
+    if (first.exchange(false)) {
+      sync_started.count_down();
+      released.wait();
+    }
+  });
+  constexpr int kWaiters = 16;
+  std::vector<std::future<Status>> waiters;
+  for (int i = 0; i < kWaiters; ++i) {
+    waiters.push_back(std::async(std::launch::async, [&, i] {
+      std::string payload = PayloadFor(i);
+      auto index = wal->Append(RecordView{1, payload});
+      return index.ok() ? wal->WaitDurable(*index) : index.status();
+    }));
+  }
+  sync_started.wait();
+  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == kWaiters; }));
+  fs_.FailOperation(Op::kSync, Status::IOError("injected EIO"));
+  release.set_value();
+  for (auto& waiter : waiters) {
+    ASSERT_EQ(std::future_status::ready, waiter.wait_for(kWaitLimit));
+    Status s = waiter.get();
+    EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  }
+  EXPECT_EQ(0u, wal->durable_index());
+  EXPECT_EQ(0u, wal->blocked_waiter_count());
+  fs_.SetSyncHook(nullptr);
+  fs_.ClearFailure(Op::kSync);
+}
+
+TEST_F(WalTest, TruncationEndsWaitsForRemovedRecordsEvenIfTheirIndexIsReused) {
+  auto wal = OpenOrDie();
+  SyncThreadParker parker(wal.get());  // record 1; no round can start until released
+  AppendMany(wal.get(), 2, 1);
+  auto waiter = std::async(std::launch::async, [&] { return wal->WaitDurable(2); });
+  std::promise<Status> callback;
+  wal->OnDurable(2, [&](Status s) { callback.set_value(s); });
+  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == 1; }));
+  ASSERT_TRUE(wal->TruncateSuffix(2).ok());
+  EXPECT_EQ(2u, AppendMany(wal.get(), 100, 1));  // a different record takes index 2
+  // The wait ends at the truncation, not with the new record's fdatasync (none can run yet).
+  ASSERT_EQ(std::future_status::ready, waiter.wait_for(kWaitLimit));
+  Status s = waiter.get();
+  EXPECT_TRUE(s.IsOutOfRange()) << s.ToString();
+  parker.Release();
+  // The callback runs on the sync thread once it is free, with OutOfRange all the same.
+  Status c = callback.get_future().get();
+  EXPECT_TRUE(c.IsOutOfRange()) << c.ToString();
+  EXPECT_TRUE(wal->WaitDurable(2).ok());
+  ExpectRecords(wal.get(), 2, 3, 100);
+}
+
+TEST_F(WalTest, DestroyingTheLogReleasesABlockedWaiterWithTheFinalSyncsOutcome) {
+  auto wal = OpenOrDie();
+  auto parker = std::make_unique<SyncThreadParker>(wal.get());
+  AppendMany(wal.get(), 2, 1);
+  auto waiter = std::async(std::launch::async, [&] { return wal->WaitDurable(2); });
+  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == 1; }));
+  // Closing syncs record 2 itself and releases the waiter, though the sync thread is parked.
+  auto destroyer = std::async(std::launch::async, [&] { wal.reset(); });
+  ASSERT_EQ(std::future_status::ready, waiter.wait_for(kWaitLimit));
+  Status s = waiter.get();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  // The destructor is still joining the parked sync thread.
+  EXPECT_EQ(std::future_status::timeout, destroyer.wait_for(std::chrono::seconds(0)));
+  parker->Release();
+  destroyer.get();
+  parker.reset();
+  wal = OpenOrDie();
+  EXPECT_EQ(2u, wal->last_index());
+  ExpectRecords(wal.get(), 2, 3, 2);
+}
+
+TEST_F(WalTest, WaitersRacingTruncationsAllReturnOkOrOutOfRange) {
+  fs_.SetSyncsReachDisk(false);  // exercises the hand-offs, not the disk
+  auto wal = OpenOrDie();
+#ifdef TX_SANITIZE_BUILD
+  constexpr int kPerThread = 60;
+#else
+  constexpr int kPerThread = 400;
+#endif
+  constexpr int kThreads = 8;
+  std::atomic<int> ok{0}, out_of_range{0}, other{0};
+  std::atomic<int> appenders_left{kThreads};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string payload = PayloadFor(t * 10000 + i);
+        auto index = wal->Append(RecordView{1, payload});
+        Status s = index.ok() ? wal->WaitDurable(*index) : index.status();
+        if (s.ok()) {
+          ++ok;
+        } else if (s.IsOutOfRange()) {
+          ++out_of_range;
+        } else {
+          ++other;
+          ADD_FAILURE() << s.ToString();
+        }
+      }
+      --appenders_left;
+    });
+  }
+  int truncations = 0;
+  while (appenders_left.load() > 0) {
+    const uint64_t last = wal->last_index();
+    if (last >= wal->first_index() + 3) {
+      Status s = wal->TruncateSuffix(last - 2);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      ++truncations;
+    }
+    std::this_thread::yield();
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(kThreads * kPerThread, ok + out_of_range);
+  EXPECT_EQ(0, other.load());
+  EXPECT_GT(truncations, 0);
+  EXPECT_EQ(0u, wal->blocked_waiter_count());
+  ASSERT_TRUE(wal->Sync().ok());
+  EXPECT_EQ(wal->last_index(), wal->durable_index());
 }
 
 TEST_F(WalTest, SegmentsRotateAtSizeLimitAndReadsSpanThem) {
