@@ -50,9 +50,11 @@ class FakeParticipant {
   void Outcome(int64_t txid, int outcome) {
     Exec(fmt::format("INSERT INTO _txpart_outcomes(txid, outcome) VALUES ({}, {})", txid, outcome));
   }
-  // `state` as stored: 1 PREPARED, 2 PRECOMMITTED, + 16 in a 3PC termination round.
-  void Prepared(int64_t txid, int state = 1) {
-    Exec(fmt::format("INSERT INTO _txpart_prepared(txid, state) VALUES ({}, {})", txid, state));
+  // `state` as stored: 1 PREPARED, 2 PRECOMMITTED, + 16 in a 3PC termination round;
+  // `protocol` 1 2PC, 2 3PC.
+  void Prepared(int64_t txid, int state = 1, int protocol = 2) {
+    Exec(fmt::format("INSERT INTO _txpart_prepared(txid, state, protocol) VALUES ({}, {}, {})",
+                     txid, state, protocol));
   }
   void Unprepare(int64_t txid) {
     Exec(fmt::format("DELETE FROM _txpart_prepared WHERE txid = {}", txid));
@@ -223,17 +225,19 @@ TEST_F(CheckerTest, NothingPreparedNamesWhatIsStillPrepared) {
   EXPECT_NE(std::string::npos, c.detail.find("p2 still holds prepared txids [41]")) << c.detail;
 }
 
-TEST_F(CheckerTest, ReadParticipantTellsPreCommittedFromPrepared) {
-  p1_.Prepared(7, 1);
+TEST_F(CheckerTest, ReadParticipantTellsPreCommittedFromPreparedAnd3PcFrom2Pc) {
+  p1_.Prepared(7, 1, 1);
   p1_.Prepared(8, 2);
   p1_.Prepared(9, 2 + 16);  // PRECOMMITTED, and in a termination round
   ParticipantData d = p1_.Read();
   EXPECT_EQ((std::vector<int64_t>{7, 8, 9}), d.prepared);
   EXPECT_EQ((std::vector<int64_t>{8, 9}), d.precommitted);
+  EXPECT_EQ((std::vector<int64_t>{8, 9}), d.prepared_three_phase);
 }
 
-// An outage of every coordinator: txid 5 is PRECOMMITTED at p1 and PREPARED at p2 when they
-// go down (and txid 6 only PREPARED, which 3PC may leave blocked or abort).
+// An outage of every coordinator: when they go down, 3PC txid 5 is PRECOMMITTED at p1 and
+// PREPARED at p2, 3PC txid 6 PREPARED at p2 only (nobody pre-committed it: the participants
+// must abort it), and 2PC txid 7 PREPARED at p1 (2PC blocks: not checked).
 class CoordinatorOutageTest : public CheckerTest {
  protected:
   CoordinatorOutage Outage() {
@@ -243,57 +247,66 @@ class CoordinatorOutageTest : public CheckerTest {
     p1_.Prepared(5, 2);
     p2_.Prepared(5, 1);
     p2_.Prepared(6, 1);
+    p1_.Prepared(7, 1, 1);
     o.at_down = Data();
     return o;
   }
+  void Finish(FakeParticipant& p, int64_t txid, int outcome) {
+    p.Unprepare(txid);
+    p.Outcome(txid, outcome);
+  }
 };
 
-TEST_F(CoordinatorOutageTest, HoldsWhenThePreCommittedTransactionCommittedEverywhere) {
+TEST_F(CoordinatorOutageTest, HoldsWhenEvery3PcTransactionFinishedAsItMust) {
   CoordinatorOutage o = Outage();
-  for (FakeParticipant* p : {&p1_, &p2_}) {
-    p->Unprepare(5);
-    p->Outcome(5, 1);
-  }
-  o.before_restart = Data();  // txid 6 still prepared: not PRECOMMITTED anywhere, not checked
-  CheckResult c = CheckPreCommittedFinishWithoutCoordinators({o});
+  Finish(p1_, 5, 1);
+  Finish(p2_, 5, 1);
+  Finish(p2_, 6, 2);
+  o.before_restart = Data();  // 2PC txid 7 still prepared: it waits for the coordinators
+  CheckResult c = CheckThreePhaseFinishWithoutCoordinators({o});
   EXPECT_TRUE(c.ok) << c.detail;
-  EXPECT_NE(std::string::npos, c.detail.find("1 transaction(s) PRECOMMITTED")) << c.detail;
+  EXPECT_NE(std::string::npos,
+            c.detail.find("2 3PC transaction(s) in doubt at their start (1 of them PRECOMMITTED"))
+      << c.detail;
 }
 
-TEST_F(CoordinatorOutageTest, CatchesAPreCommittedTransactionStillInDoubt) {
+TEST_F(CoordinatorOutageTest, CatchesA3PcTransactionStillInDoubt) {
   CoordinatorOutage o = Outage();
-  p1_.Unprepare(5);
-  p1_.Outcome(5, 1);
-  o.before_restart = Data();  // p2 still holds it prepared
-  CheckResult c = CheckPreCommittedFinishWithoutCoordinators({o});
+  Finish(p1_, 5, 1);
+  Finish(p2_, 6, 2);
+  o.before_restart = Data();  // p2 still holds txid 5 prepared
+  CheckResult c = CheckThreePhaseFinishWithoutCoordinators({o});
   EXPECT_FALSE(c.ok);
-  EXPECT_NE(std::string::npos, c.detail.find("txid 5 (PRECOMMITTED at p1 when the coordinators "
-                                             "went down at 1000 ms) still prepared at p2 3000 "
-                                             "ms later"))
+  EXPECT_NE(std::string::npos, c.detail.find("3PC txid 5 (PRECOMMITTED at p1,p2 when the "
+                                             "coordinators went down at 1000 ms) still prepared "
+                                             "at p2 3000 ms later"))
       << c.detail;
 }
 
 TEST_F(CoordinatorOutageTest, CatchesAPreCommittedTransactionAbortedSomewhere) {
   CoordinatorOutage o = Outage();
-  p1_.Unprepare(5);
-  p1_.Outcome(5, 1);
-  p2_.Unprepare(5);
-  p2_.Outcome(5, 2);
+  Finish(p1_, 5, 1);
+  Finish(p2_, 5, 2);
+  Finish(p2_, 6, 2);
   o.before_restart = Data();
-  CheckResult c = CheckPreCommittedFinishWithoutCoordinators({o});
+  CheckResult c = CheckThreePhaseFinishWithoutCoordinators({o});
   EXPECT_FALSE(c.ok);
   EXPECT_NE(std::string::npos, c.detail.find("recorded ABORTED at p2")) << c.detail;
+  EXPECT_NE(std::string::npos, c.detail.find("committed at one and aborted at another"))
+      << c.detail;
 }
 
 TEST_F(CoordinatorOutageTest, CatchesAPreparedRecordGoneWithoutAnOutcome) {
   CoordinatorOutage o = Outage();
-  p1_.Unprepare(5);
-  p1_.Outcome(5, 1);
-  p2_.Unprepare(5);
+  Finish(p1_, 5, 1);
+  Finish(p2_, 5, 1);
+  p2_.Unprepare(6);
   o.before_restart = Data();
-  CheckResult c = CheckPreCommittedFinishWithoutCoordinators({o});
+  CheckResult c = CheckThreePhaseFinishWithoutCoordinators({o});
   EXPECT_FALSE(c.ok);
-  EXPECT_NE(std::string::npos, c.detail.find("has no outcome at p2")) << c.detail;
+  EXPECT_NE(std::string::npos, c.detail.find("3PC txid 6 (PREPARED at p2 when the coordinators "
+                                             "went down at 1000 ms) has no outcome at p2"))
+      << c.detail;
 }
 
 TEST(ReadParticipant, ReportsAFileThatIsNotADatabase) {

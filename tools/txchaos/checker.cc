@@ -37,6 +37,8 @@ struct Violations {
 // 1 PREPARED or 2 PRECOMMITTED; 16 marks a transaction in a 3PC termination round.
 constexpr int kStoredStateMask = 0x0f;
 constexpr int kStoredPreCommitted = 2;
+// _txpart_prepared.protocol: 1 2PC, 2 3PC.
+constexpr int kStoredThreePhase = 2;
 
 using Db = std::unique_ptr<sqlite3, int (*)(sqlite3*)>;
 
@@ -82,14 +84,18 @@ StatusOr<ParticipantData> ReadParticipant(const std::string& name, const std::st
   TX_RETURN_IF_ERROR(Query(
       raw, db_path, "SELECT txid, outcome FROM _txpart_outcomes",
       [&](sqlite3_stmt* s) { d.outcomes[sqlite3_column_int64(s, 0)] = sqlite3_column_int(s, 1); }));
-  TX_RETURN_IF_ERROR(Query(
-      raw, db_path, "SELECT txid, state FROM _txpart_prepared ORDER BY txid", [&](sqlite3_stmt* s) {
-        const int64_t txid = sqlite3_column_int64(s, 0);
-        d.prepared.push_back(txid);
-        if ((sqlite3_column_int(s, 1) & kStoredStateMask) == kStoredPreCommitted) {
-          d.precommitted.push_back(txid);
-        }
-      }));
+  TX_RETURN_IF_ERROR(
+      Query(raw, db_path, "SELECT txid, state, protocol FROM _txpart_prepared ORDER BY txid",
+            [&](sqlite3_stmt* s) {
+              const int64_t txid = sqlite3_column_int64(s, 0);
+              d.prepared.push_back(txid);
+              if ((sqlite3_column_int(s, 1) & kStoredStateMask) == kStoredPreCommitted) {
+                d.precommitted.push_back(txid);
+              }
+              if (sqlite3_column_int(s, 2) == kStoredThreePhase) {
+                d.prepared_three_phase.push_back(txid);
+              }
+            }));
   return d;
 }
 
@@ -263,45 +269,52 @@ CheckResult CheckNothingPrepared(const std::vector<ParticipantData>& data) {
                   "no participant holds a prepared transaction");
 }
 
-CheckResult CheckPreCommittedFinishWithoutCoordinators(
+CheckResult CheckThreePhaseFinishWithoutCoordinators(
     const std::vector<CoordinatorOutage>& outages) {
   Violations v;
-  size_t checked = 0;
+  size_t checked = 0, precommitted = 0;
   for (const CoordinatorOutage& o : outages) {
-    std::map<int64_t, std::vector<std::string>> precommitted_at, prepared_at;  // txid -> names
+    std::map<int64_t, std::vector<std::string>> held_by;  // 3PC txid -> where prepared
+    std::set<int64_t> was_precommitted;
     for (const ParticipantData& p : o.at_down) {
-      for (int64_t txid : p.precommitted) precommitted_at[txid].push_back(p.name);
-      for (int64_t txid : p.prepared) prepared_at[txid].push_back(p.name);
+      for (int64_t txid : p.prepared_three_phase) held_by[txid].push_back(p.name);
+      was_precommitted.insert(p.precommitted.begin(), p.precommitted.end());
     }
-    for (const auto& [txid, holders] : precommitted_at) {
+    for (const auto& [txid, holders] : held_by) {
       ++checked;
-      const std::string what =
-          fmt::format("txid {} (PRECOMMITTED at {} when the coordinators went down at {} ms)", txid,
-                      fmt::join(holders, ","), o.down_ms);
+      const bool must_commit = was_precommitted.count(txid) != 0;
+      if (must_commit) ++precommitted;
+      const std::string what = fmt::format(
+          "3PC txid {} ({} at {} when the coordinators went down at {} ms)", txid,
+          must_commit ? "PRECOMMITTED" : "PREPARED", fmt::join(holders, ","), o.down_ms);
+      std::set<int> outcomes;
       for (const ParticipantData& p : o.before_restart) {
         if (std::find(p.prepared.begin(), p.prepared.end(), txid) != p.prepared.end()) {
           v.Add(fmt::format("{} still prepared at {} {} ms later", what, p.name,
                             o.restart_ms - o.down_ms));
-        }
-        const std::vector<std::string>& was_prepared = prepared_at[txid];
-        if (std::find(was_prepared.begin(), was_prepared.end(), p.name) == was_prepared.end()) {
           continue;
         }
+        if (std::find(holders.begin(), holders.end(), p.name) == holders.end()) continue;
         auto it = p.outcomes.find(txid);
-        if (it != p.outcomes.end() && it->second != 1) {
-          v.Add(fmt::format("{} recorded ABORTED at {}", what, p.name));
-        } else if (it == p.outcomes.end()) {
+        if (it == p.outcomes.end()) {
           v.Add(fmt::format("{} has no outcome at {} {} ms later", what, p.name,
                             o.restart_ms - o.down_ms));
+          continue;
+        }
+        outcomes.insert(it->second);
+        if (must_commit && it->second != 1) {
+          v.Add(fmt::format("{} recorded ABORTED at {}", what, p.name));
         }
       }
+      if (outcomes.size() > 1)
+        v.Add(fmt::format("{} committed at one and aborted at another", what));
     }
   }
-  return v.Result("threepc.precommitted_finish_without_coordinators",
-                  fmt::format("{} outage(s) of every coordinator; {} transaction(s) PRECOMMITTED "
-                              "at their start, each committed everywhere before a coordinator "
-                              "came back",
-                              outages.size(), checked));
+  return v.Result("threepc.finished_without_coordinators",
+                  fmt::format("{} outage(s) of every coordinator; {} 3PC transaction(s) in doubt "
+                              "at their start ({} of them PRECOMMITTED somewhere), each finished "
+                              "by the participants before a coordinator came back",
+                              outages.size(), checked, precommitted));
 }
 
 CheckResult CheckNoGrowth(const std::map<std::string, std::vector<ResourceSample>>& by_node,

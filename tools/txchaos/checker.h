@@ -31,11 +31,12 @@ struct CheckResult {
 // What one participant's database holds.
 struct ParticipantData {
   std::string name;
-  std::map<int64_t, int64_t> balances;    // account id -> balance
-  std::map<std::string, int64_t> ledger;  // ledger row id -> txid written in it
-  std::map<int64_t, int> outcomes;        // txid -> 1 committed, 2 aborted
-  std::vector<int64_t> prepared;          // txids still prepared
-  std::vector<int64_t> precommitted;      // 3PC: those of `prepared` that are PRECOMMITTED
+  std::map<int64_t, int64_t> balances;        // account id -> balance
+  std::map<std::string, int64_t> ledger;      // ledger row id -> txid written in it
+  std::map<int64_t, int> outcomes;            // txid -> 1 committed, 2 aborted
+  std::vector<int64_t> prepared;              // txids still prepared
+  std::vector<int64_t> precommitted;          // 3PC: those of `prepared` that are PRECOMMITTED
+  std::vector<int64_t> prepared_three_phase;  // those of `prepared` that run 3PC
 };
 
 // Opens `db_path` read-only and reads the tables above. IOError/Corruption naming the file.
@@ -66,20 +67,21 @@ std::vector<CheckResult> CheckOutcomes(const std::vector<ParticipantData>& data,
 // No participant holds a prepared transaction.
 CheckResult CheckNothingPrepared(const std::vector<ParticipantData>& data);
 
-// Three-phase commit's promise (docs/participant.md, termination): a transaction that some
-// participant holds PRECOMMITTED is committed by the participants themselves when every
-// coordinator is gone, through the termination protocol, without waiting for a coordinator to
-// come back. One sample per outage: the participants' files read just after every replica was
-// killed, and again just before the first was started again.
+// Three-phase commit's promise (docs/protocol.md, termination): when every coordinator is gone
+// and every participant is up, the participants finish each 3PC transaction in doubt among
+// themselves, without waiting for a coordinator to come back: one that some participant holds
+// PRECOMMITTED commits; one that nobody pre-committed aborts (nobody can have committed it).
+// One sample per outage: the participants' files read just after every replica was killed, and
+// again just before the first was started again.
 struct CoordinatorOutage {
   int64_t down_ms = 0;     // since the run's start
   int64_t restart_ms = 0;  // when the files were read the second time
   std::vector<ParticipantData> at_down, before_restart;
 };
-// Every txid PRECOMMITTED somewhere at `at_down` is, at `before_restart`, prepared nowhere and
-// recorded committed at every participant that held it prepared at `at_down`.
-CheckResult CheckPreCommittedFinishWithoutCoordinators(
-    const std::vector<CoordinatorOutage>& outages);
+// Every 3PC txid prepared somewhere at `at_down` is, at `before_restart`, prepared nowhere and
+// has one outcome at every participant that held it prepared at `at_down`: committed if it
+// was PRECOMMITTED anywhere.
+CheckResult CheckThreePhaseFinishWithoutCoordinators(const std::vector<CoordinatorOutage>& outages);
 
 // One process's resources at one moment of a run (txchaos samples every second).
 struct ResourceSample {

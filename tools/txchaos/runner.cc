@@ -504,7 +504,7 @@ RunReport RunScenario(const RunOptions& o) {
                       s.ok() ? "" : ",\"error\":" + JsonString(s.ToString())));
     }
   };
-  // 3PC's termination check (checker.h, CheckPreCommittedFinishWithoutCoordinators): only
+  // 3PC's termination check (checker.h, CheckThreePhaseFinishWithoutCoordinators): only
   // where three-phase transactions run and faults do not overlap, since the promise needs
   // every participant up and reachable while the coordinators are down.
   std::mutex outages_mu;
@@ -857,10 +857,10 @@ RunReport RunScenario(const RunOptions& o) {
     std::lock_guard<std::mutex> lock(outages_mu);
     if (!outage_read_error.empty()) {
       checks.push_back(
-          Check("threepc.precommitted_finish_without_coordinators", false,
+          Check("threepc.finished_without_coordinators", false,
                 "reading a participant's files during an outage: " + outage_read_error));
     } else {
-      checks.push_back(CheckPreCommittedFinishWithoutCoordinators(outages));
+      checks.push_back(CheckThreePhaseFinishWithoutCoordinators(outages));
     }
   }
   if (bad_input) {
