@@ -55,6 +55,32 @@ class Connection {
   std::unique_ptr<api::CoordinatorServiceClient> client_;
 };
 
+// Three replicas and one participant in a fresh directory, with the given flags.
+class CapCluster {
+ public:
+  explicit CapCluster(std::vector<std::string> txcoord_flags,
+                      std::vector<std::string> txpart_flags = {}) {
+    spec_.bin_dir = testing::BinaryDir();
+    spec_.work_dir = dir_.path() + "/cluster";
+    spec_.replicas = 3;
+    spec_.participants = 1;
+    spec_.txcoord_flags = std::move(txcoord_flags);
+    spec_.txpart_flags = std::move(txpart_flags);
+    cluster_ = std::make_unique<LocalCluster>(spec_);
+  }
+  Status Start() {
+    TX_RETURN_IF_ERROR(cluster_->Plan());
+    return cluster_->Start();
+  }
+  LocalCluster& cluster() { return *cluster_; }
+  const std::string& work_dir() const { return spec_.work_dir; }
+
+ private:
+  testing::TempDir dir_;
+  ClusterSpec spec_;
+  std::unique_ptr<LocalCluster> cluster_;
+};
+
 // A replica's Raft role as its metrics port reports it (that port has no connection cap to
 // fill, so the test watches the replicas without a slot of theirs): "tx_raft_role{...} 3" is a
 // leader.
@@ -81,16 +107,9 @@ bool IsLeader(const NodeInfo& node) {
 // Fixed by slots above the cap that only Raft calls may use (rpc::RpcServerOptions::
 // reserved_connections; coordinator/server.cc).
 TEST(CoordinatorConnectionCap, IdleClientConnectionsDoNotLockRaftPeersOut) {
-  testing::TempDir dir;
-  ClusterSpec spec;
-  spec.bin_dir = testing::BinaryDir();
-  spec.work_dir = dir.path() + "/cluster";
-  spec.replicas = 3;
-  spec.participants = 1;
-  spec.txcoord_flags = {"--max-connections", "4", "--election-ticks", "20", "--log-level", "warn"};
-  LocalCluster cluster(spec);
-  ASSERT_TRUE(cluster.Plan().ok());
-  ASSERT_TRUE(cluster.Start().ok());
+  CapCluster setup({"--max-connections", "4", "--election-ticks", "20", "--log-level", "warn"});
+  ASSERT_TRUE(setup.Start().ok());
+  LocalCluster& cluster = setup.cluster();
   StatusOr<std::string> leader = cluster.AwaitLeader(10s);
   ASSERT_TRUE(leader.ok()) << leader.status().ToString();
   std::vector<std::string> followers;
@@ -125,7 +144,7 @@ TEST(CoordinatorConnectionCap, IdleClientConnectionsDoNotLockRaftPeersOut) {
     if (!elected) std::this_thread::sleep_for(100ms);
   }
   // What a says about reaching b, for the failure message.
-  std::ifstream log(spec.work_dir + "/" + a + ".log");
+  std::ifstream log(setup.work_dir() + "/" + a + ".log");
   const std::string to_b = fmt::format("to node {}:", cluster.Info(b).index);
   std::string line;
   std::vector<std::string> about_b;
@@ -145,16 +164,9 @@ TEST(CoordinatorConnectionCap, IdleClientConnectionsDoNotLockRaftPeersOut) {
 // now keeps separate slots for participants' calls (and for operators'), which neither clients
 // nor each other can take.
 TEST(CoordinatorConnectionCap, IdleClientConnectionsDoNotLockParticipantsResolveOut) {
-  testing::TempDir dir;
-  ClusterSpec spec;
-  spec.bin_dir = testing::BinaryDir();
-  spec.work_dir = dir.path() + "/cluster";
-  spec.replicas = 3;
-  spec.participants = 1;
-  spec.txcoord_flags = {"--max-connections", "4", "--log-level", "warn"};
-  LocalCluster cluster(spec);
-  ASSERT_TRUE(cluster.Plan().ok());
-  ASSERT_TRUE(cluster.Start().ok());
+  CapCluster setup({"--max-connections", "4", "--log-level", "warn"});
+  ASSERT_TRUE(setup.Start().ok());
+  LocalCluster& cluster = setup.cluster();
   StatusOr<std::string> leader = cluster.AwaitLeader(10s);
   ASSERT_TRUE(leader.ok()) << leader.status().ToString();
   const HostPort at = cluster.Info(*leader).address;
@@ -197,17 +209,9 @@ TEST(CoordinatorConnectionCap, IdleClientConnectionsDoNotLockParticipantsResolve
 // transactions (the coordinator's Prepare, Commit and Abort, other participants' Status).
 // txpart keeps slots above the cap for every call but Execute.
 TEST(ParticipantConnectionCap, IdleClientConnectionsDoNotLockProtocolCallsOut) {
-  testing::TempDir dir;
-  ClusterSpec spec;
-  spec.bin_dir = testing::BinaryDir();
-  spec.work_dir = dir.path() + "/cluster";
-  spec.replicas = 3;
-  spec.participants = 1;
-  spec.txcoord_flags = {"--log-level", "warn"};
-  spec.txpart_flags = {"--max-connections", "4", "--log-level", "warn"};
-  LocalCluster cluster(spec);
-  ASSERT_TRUE(cluster.Plan().ok());
-  ASSERT_TRUE(cluster.Start().ok());
+  CapCluster setup({"--log-level", "warn"}, {"--max-connections", "4", "--log-level", "warn"});
+  ASSERT_TRUE(setup.Start().ok());
+  LocalCluster& cluster = setup.cluster();
   const HostPort p1 = cluster.Info("p1").address;
 
   using Client = api::ParticipantServiceClient;
