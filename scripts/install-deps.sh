@@ -11,6 +11,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libevent-dev
   libcli11-dev libtomlplusplus-dev
+  # txchaos writes the thread stacks of a process that hangs (docs/reliability.md, finding 3)
+  gdb
 )
 
 missing=()

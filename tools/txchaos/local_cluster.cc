@@ -431,6 +431,14 @@ void LocalCluster::DumpThreadStacks(pid_t pid, const std::string& path) {
   const std::string command = fmt::format(
       "timeout 30 /usr/bin/gdb -p {} -batch -ex 'thread apply all bt' >'{}' 2>&1", pid, path);
   (void)std::system(command.c_str());
+  // Also on stderr, one line per thread, so that the clue reaches a CI log, where the run
+  // directory is gone after the job.
+  std::ifstream in(path);
+  std::string summary = SummarizeThreadStacks(in);
+  if (!summary.empty()) {
+    std::fprintf(stderr, "txchaos: threads of pid %d, which ignored SIGTERM (%s):\n%s",
+                 static_cast<int>(pid), path.c_str(), summary.c_str());
+  }
 }
 
 std::vector<ExitEvent> LocalCluster::ReapExits() {
@@ -517,6 +525,56 @@ uint64_t LocalCluster::DiskBytes(const std::string& node) const {
 
 uint64_t LocalCluster::SqliteWalBytes(const std::string& node) const {
   return TreeBytes(Info(node).data + "-wal");
+}
+
+std::string SummarizeThreadStacks(std::istream& gdb_output) {
+  constexpr size_t kMaxFrames = 12;
+  std::string out, thread;
+  std::vector<std::string> frames;
+  auto flush = [&] {
+    if (!thread.empty()) {
+      out += thread + ":";
+      for (size_t i = 0; i < frames.size(); ++i) {
+        out += i == 0 ? " " : " < ";
+        out += frames[i];
+      }
+      if (frames.size() == kMaxFrames) out += " < ...";
+      out += "\n";
+    }
+    thread.clear();
+    frames.clear();
+  };
+  std::string line;
+  while (std::getline(gdb_output, line)) {
+    if (line.starts_with("Thread ")) {
+      flush();
+      // "Thread 3 (Thread 0x7f2a1c3fe6c0 (LWP 1234) "txpart"):" -> "Thread 3 (LWP 1234)"
+      const size_t space = line.find(' ', 7);
+      const size_t lwp = line.find("(LWP ");
+      thread = line.substr(0, space);
+      if (lwp != std::string::npos) {
+        const size_t end = line.find(')', lwp);
+        thread += ' ';
+        thread.append(line, lwp, end == std::string::npos ? std::string::npos : end - lwp + 1);
+      }
+    } else if (!thread.empty() && line.starts_with("#") && frames.size() < kMaxFrames) {
+      // "#1  0x000055d5 in tx::Writer::Submit (this=..., job=...) at writer.cc:242" or
+      // "#2  __GI___futex_wait (...) at ..."
+      size_t begin = line.find("  ");
+      if (begin == std::string::npos) continue;
+      begin += 2;
+      if (line.compare(begin, 2, "0x") == 0) {
+        const size_t in = line.find(" in ", begin);
+        if (in == std::string::npos) continue;
+        begin = in + 4;
+      }
+      const size_t end = line.find(" (", begin);
+      frames.push_back(
+          line.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    }
+  }
+  flush();
+  return out;
 }
 
 }  // namespace tx::chaos

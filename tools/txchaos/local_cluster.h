@@ -32,6 +32,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <istream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -156,7 +157,8 @@ class LocalCluster {
   std::vector<std::string> Argv(const Node& n) const;
   // Waits for the exit of a process we signalled; requires mu_.
   void ReapLocked(Node& n);
-  // Writes every thread's stack of `pid` to `path` with gdb, if installed; does nothing else.
+  // Writes every thread's stack of `pid` to `path` with gdb, if installed, and a summary of
+  // them (SummarizeThreadStacks) to stderr.
   static void DumpThreadStacks(pid_t pid, const std::string& path);
 
   // Runs `fork_and_exec` on the spawner thread and returns its result.
@@ -176,5 +178,10 @@ class LocalCluster {
   std::string peers_flag_;             // constant after Plan()
   std::string coordinators_flag_;      // constant after Plan()
 };
+
+// gdb's `thread apply all bt` output, one line per thread: "Thread 3 (LWP 1234): f0 < f1 <
+// ..." with the innermost frame first and at most 12 function names (no arguments), so that the
+// stacks of a hung process fit in a log.
+std::string SummarizeThreadStacks(std::istream& gdb_output);
 
 }  // namespace tx::chaos
