@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 
+#include "common/completion.h"
 #include "common/failpoint.h"
 #include "participant/changeset.h"
 #include "participant/lock_keys.h"
@@ -88,21 +89,12 @@ struct Writer::Job {
   PrepareResult prepare;
   OnePhaseOutcome one_phase;
 
-  void Finish() {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      done = true;
-    }
-    cv.notify_one();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [this] { return done; });
-  }
+  // The submitter waits on its own stack and returns (destroying the job) as soon as it sees
+  // it done: Completion makes that safe (its Finish notifies under its mutex; finding 3).
+  void Finish() { done.Finish(); }
+  void Wait() { done.Wait(); }
 
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;  // GUARDED_BY(mu)
+  Completion done;
 };
 
 StatusOr<std::unique_ptr<Writer>> Writer::Start(std::unique_ptr<Connection> conn, Limits limits,
