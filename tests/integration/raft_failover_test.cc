@@ -10,10 +10,14 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <thrift/TApplicationException.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -63,10 +67,23 @@ uint16_t FreePort() {
   return ntohs(addr.sin_port);
 }
 
+// Which server the clients call: the Raft port's RpcServer (one thread per connection, the
+// RaftExample service multiplexed next to RaftService) or the client port's EpollServer
+// (raft_example_server --client-listen; RaftExample only, no thread held per waiting call).
+enum class ClientPort { kRaftPort, kEpollPort };
+
+std::string PortName(const ::testing::TestParamInfo<ClientPort>& info) {
+  return info.param == ClientPort::kRaftPort ? "ThreadedRaftPort" : "EpollClientPort";
+}
+
 class Replicas {
  public:
-  Replicas() {
-    for (uint64_t id = 1; id <= 3; ++id) addresses_[id] = {"127.0.0.1", FreePort()};
+  explicit Replicas(ClientPort port) : port_(port) {
+    for (uint64_t id = 1; id <= 3; ++id) {
+      addresses_[id] = {"127.0.0.1", FreePort()};
+      client_addresses_[id] =
+          port == ClientPort::kEpollPort ? HostPort{"127.0.0.1", FreePort()} : addresses_[id];
+    }
     for (const auto& [id, hp] : addresses_) {
       peers_ += fmt::format("{}{}={}", peers_.empty() ? "" : ",", id, ToString(hp));
     }
@@ -81,6 +98,10 @@ class Replicas {
                                      // Snapshots and compaction happen during the run, so the
                                      // restart recovers from a snapshot plus the WAL.
                                      "--snapshot-every", "150", "--log-level", "warn"};
+    if (port_ == ClientPort::kEpollPort) {
+      argv.push_back("--client-listen");
+      argv.push_back(ToString(client_addresses_.at(id)));
+    }
     StatusOr<testing::Subprocess> p = testing::Subprocess::Start(argv);
     TX_CHECK(p.ok(), "{}", p.status().ToString());
     std::optional<std::string> line = p->ReadLine(20s);
@@ -96,11 +117,14 @@ class Replicas {
     procs_.erase(id);
   }
 
-  const std::map<uint64_t, HostPort>& addresses() const { return addresses_; }
+  // Where clients call RaftExample.
+  const std::map<uint64_t, HostPort>& addresses() const { return client_addresses_; }
 
  private:
+  const ClientPort port_;
   testing::TempDir dir_;
   std::map<uint64_t, HostPort> addresses_;
+  std::map<uint64_t, HostPort> client_addresses_;
   std::string peers_;
   std::map<uint64_t, testing::Subprocess> procs_;
 };
@@ -110,9 +134,11 @@ struct Acked {
   int64_t position = 0;
 };
 
-TEST(RaftFailover, AcknowledgedProposalsSurviveKillOfTheLeaderWhichRejoinsAsFollower) {
+class RaftFailover : public ::testing::TestWithParam<ClientPort> {};
+
+TEST_P(RaftFailover, AcknowledgedProposalsSurviveKillOfTheLeaderWhichRejoinsAsFollower) {
   const auto test_deadline = std::chrono::steady_clock::now() + 60s;
-  Replicas replicas;
+  Replicas replicas(GetParam());
   for (uint64_t id = 1; id <= 3; ++id) replicas.Start(id);
   rpc::RpcClientOptions client_options;
   client_options.connect_timeout = 300ms;
@@ -237,8 +263,10 @@ TEST(RaftFailover, AcknowledgedProposalsSurviveKillOfTheLeaderWhichRejoinsAsFoll
   EXPECT_LT(std::chrono::steady_clock::now(), test_deadline);
 }
 
-TEST(RaftExampleProposeMany, ItemsSentTogetherToAFollowerCommitOnceEachInOrderOnTheLeader) {
-  Replicas replicas;
+class RaftExampleProposeMany : public ::testing::TestWithParam<ClientPort> {};
+
+TEST_P(RaftExampleProposeMany, ItemsSentTogetherToAFollowerCommitOnceEachInOrderOnTheLeader) {
+  Replicas replicas(GetParam());
   for (uint64_t id = 1; id <= 3; ++id) replicas.Start(id);
   rpc::RpcClientOptions client_options;
   client_options.connect_timeout = 300ms;
@@ -295,6 +323,106 @@ TEST(RaftExampleProposeMany, ItemsSentTogetherToAFollowerCommitOnceEachInOrderOn
   ASSERT_TRUE(head.ok());
   EXPECT_EQ(static_cast<int64_t>(items.size() - 1), head->total);
 }
+
+// Sends `body` as one frame to `server` on a fresh connection; returns the reply frame's body,
+// or nullopt if the server closed the connection first (5 s receive timeout).
+std::optional<std::string> RawCall(const HostPort& server, const std::string& body) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  TX_CHECK(fd >= 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(server.port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  TX_CHECK(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  uint32_t len = htonl(static_cast<uint32_t>(body.size()));
+  std::string frame = std::string(reinterpret_cast<const char*>(&len), 4) + body;
+  TX_CHECK(::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(frame.size()));
+  auto read_exactly = [&](size_t n) {
+    std::string out(n, '\0');
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = ::recv(fd, out.data() + got, n - got, 0);
+      if (r <= 0) break;
+      got += static_cast<size_t>(r);
+    }
+    out.resize(got);
+    return out;
+  };
+  std::optional<std::string> reply;
+  std::string header = read_exactly(4);
+  if (header.size() == 4) {
+    std::memcpy(&len, header.data(), 4);
+    std::string reply_body = read_exactly(ntohl(len));
+    if (reply_body.size() == ntohl(len)) reply = std::move(reply_body);
+  }
+  ::close(fd);
+  return reply;
+}
+
+TEST(RaftExampleClientPort, UnknownMethodIsAnsweredAndMalformedRequestsCloseOnlyTheirConnection) {
+  using apache::thrift::protocol::TBinaryProtocol;
+  using apache::thrift::transport::TMemoryBuffer;
+  Replicas replicas(ClientPort::kEpollPort);
+  for (uint64_t id = 1; id <= 3; ++id) replicas.Start(id);
+  const HostPort port = replicas.addresses().at(1);
+
+  // Not Thrift at all (no version word): the connection is closed, nothing is answered.
+  EXPECT_FALSE(RawCall(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").has_value());
+
+  // A well-formed call of a method the service does not have.
+  auto request = std::make_shared<TMemoryBuffer>();
+  TBinaryProtocol out(request);
+  out.writeMessageBegin("example:Nope", apache::thrift::protocol::T_CALL, 42);
+  out.writeStructBegin("args");
+  out.writeFieldStop();
+  out.writeStructEnd();
+  out.writeMessageEnd();
+  std::optional<std::string> reply = RawCall(port, request->getBufferAsString());
+  ASSERT_TRUE(reply.has_value());
+  auto reply_buffer = std::make_shared<TMemoryBuffer>(reinterpret_cast<uint8_t*>(reply->data()),
+                                                      static_cast<uint32_t>(reply->size()));
+  TBinaryProtocol in(reply_buffer);
+  std::string name;
+  apache::thrift::protocol::TMessageType type;
+  int32_t seqid = 0;
+  in.readMessageBegin(name, type, seqid);
+  EXPECT_EQ(apache::thrift::protocol::T_EXCEPTION, type);
+  EXPECT_EQ(42, seqid);
+  apache::thrift::TApplicationException error;
+  error.read(&in);
+  EXPECT_EQ(apache::thrift::TApplicationException::UNKNOWN_METHOD, error.getType());
+
+  // A Propose whose arguments are cut short.
+  auto truncated = std::make_shared<TMemoryBuffer>();
+  TBinaryProtocol t(truncated);
+  t.writeMessageBegin("example:Propose", apache::thrift::protocol::T_CALL, 1);
+  t.writeStructBegin("args");
+  t.writeFieldBegin("item", apache::thrift::protocol::T_STRING, 1);
+  t.writeI32(1000);  // a 1000-byte string, of which nothing follows
+  EXPECT_FALSE(RawCall(port, truncated->getBufferAsString()).has_value());
+
+  // The replica carries on serving.
+  rpc::RpcClientOptions client_options;
+  client_options.connect_timeout = 300ms;
+  client_options.recv_timeout = 5000ms;
+  ExampleClusterClient client(replicas.addresses(), client_options);
+  StatusOr<raft_example::NodeInfo> info = client.Info(1);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(1, info->id);
+  uint64_t leader = 0;
+  ASSERT_TRUE(PollUntil([&] { return (leader = client.FindLeader()) != 0; }, 20s));
+  EXPECT_TRUE(client.Propose("after the garbage", 5000ms).status.ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(BothPorts, RaftFailover,
+                         ::testing::Values(ClientPort::kRaftPort, ClientPort::kEpollPort),
+                         PortName);
+INSTANTIATE_TEST_SUITE_P(BothPorts, RaftExampleProposeMany,
+                         ::testing::Values(ClientPort::kRaftPort, ClientPort::kEpollPort),
+                         PortName);
 
 }  // namespace
 }  // namespace tx::raft

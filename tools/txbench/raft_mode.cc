@@ -64,6 +64,10 @@ struct Options {
   int election_ticks = 15;
   int heartbeat_ticks = 3;
   uint64_t snapshot_every = 100000;
+  // Proposers call the replicas' client ports (raft_example_server --client-listen: an epoll
+  // server whose calls hold no thread while they wait) instead of the shared Raft port
+  // (one handler thread per connection).
+  bool client_port = true;
   std::string only;    // "throughput", "failover" or empty for both
   bool stats = false;  // replicas print their batching/fsync statistics at exit
 };
@@ -85,7 +89,10 @@ uint16_t FreePort() {
 class Cluster {
  public:
   Cluster(const Options& o, const std::string& dir) : o_(o), dir_(dir) {
-    for (uint64_t id = 1; id <= 3; ++id) addresses_[id] = {"127.0.0.1", FreePort()};
+    for (uint64_t id = 1; id <= 3; ++id) {
+      addresses_[id] = {"127.0.0.1", FreePort()};
+      client_addresses_[id] = o.client_port ? HostPort{"127.0.0.1", FreePort()} : addresses_[id];
+    }
     for (const auto& [id, hp] : addresses_) {
       peers_ += fmt::format("{}{}={}", peers_.empty() ? "" : ",", id, ToString(hp));
     }
@@ -114,6 +121,10 @@ class Cluster {
                                      "--log-level",
                                      "error"};
     if (o_.stats) argv.push_back("--print-stats");
+    if (o_.client_port) {
+      argv.push_back("--client-listen");
+      argv.push_back(ToString(client_addresses_.at(id)));
+    }
     TX_ASSIGN_OR_RETURN(ChildProcess p, ChildProcess::StartServer(argv, std::chrono::seconds(20)));
     procs_.erase(id);
     procs_.emplace(id, std::move(p));
@@ -138,12 +149,14 @@ class Cluster {
     procs_.clear();
   }
 
-  const std::map<uint64_t, HostPort>& addresses() const { return addresses_; }
+  // Where proposers and the benchmark's own queries go.
+  const std::map<uint64_t, HostPort>& client_addresses() const { return client_addresses_; }
 
  private:
   const Options& o_;
   const std::string dir_;
   std::map<uint64_t, HostPort> addresses_;
+  std::map<uint64_t, HostPort> client_addresses_;
   std::string peers_;
   std::map<uint64_t, ChildProcess> procs_;
 };
@@ -194,7 +207,7 @@ StatusOr<RunResult> ThroughputRun(const Options& o, int proposers, int run) {
   const std::string dir = fmt::format("{}/t{}-{}", o.dir, proposers, run);
   Cluster cluster(o, dir);
   TX_RETURN_IF_ERROR(cluster.StartAll());
-  ExampleClusterClient client(cluster.addresses(), ClientOptions(proposers));
+  ExampleClusterClient client(cluster.client_addresses(), ClientOptions(proposers));
   if (WaitForLeader(client, std::chrono::seconds(20)) == 0) {
     return Status::Unavailable("no leader elected");
   }
@@ -316,7 +329,7 @@ int Failover(const Options& o) {
   // A light stream: a few proposers, so the first commit of a new leader is seen within a
   // fraction of a millisecond of when it can happen.
   constexpr int kProbers = 4;
-  ExampleClusterClient client(cluster.addresses(), ClientOptions(kProbers));
+  ExampleClusterClient client(cluster.client_addresses(), ClientOptions(kProbers));
   std::mutex mu;
   std::optional<SteadyClock::time_point> killed_at;  // GUARDED_BY(mu)
   uint64_t killed = 0;                               // GUARDED_BY(mu)
@@ -421,9 +434,11 @@ int Run(const Options& opts) {
   }
   std::printf(
       "txbench raft: 3 replicas (separate processes, loopback, fdatasync on), %d-byte "
-      "proposals, %d in flight per proposer (%s), tick %d ms, election timeout %d-%d ticks; %s\n",
+      "proposals, %d in flight per proposer (%s, %s), tick %d ms, election timeout %d-%d ticks; "
+      "%s\n",
       o.size, o.in_flight, o.in_flight == 1 ? "one Propose RPC each" : "one ProposeMany RPC",
-      o.tick_ms, o.election_ticks, 2 * o.election_ticks, MachineDescription().c_str());
+      o.client_port ? "epoll client port" : "threaded Raft port", o.tick_ms, o.election_ticks,
+      2 * o.election_ticks, MachineDescription().c_str());
   int exit_code = 0;
   if (o.only.empty() || o.only == "throughput") {
     std::printf("throughput: %.1f s x %d runs per proposer count (median shown)\n", o.seconds,
@@ -458,6 +473,9 @@ RunFn Setup(CLI::App* cmd) {
       ->check(CLI::Range(1, 1000));
   cmd->add_option("--snapshot-every", o->snapshot_every, "snapshot every N applied entries");
   cmd->add_flag("--stats", o->stats, "replicas print batching and fsync statistics at exit");
+  cmd->add_option("--client-port", o->client_port,
+                  "true: proposers call the replicas' epoll client ports (no thread per waiting "
+                  "call); false: the Raft port's thread-per-connection server");
   cmd->add_option("--only", o->only, "throughput or failover (default: both)")
       ->check(CLI::IsMember({"throughput", "failover"}));
   return [o] {

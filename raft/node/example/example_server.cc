@@ -13,14 +13,18 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <thrift/TApplicationException.h>
 #include <thrift/TProcessor.h>
 #include <thrift/processor/TMultiplexedProcessor.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
 
 #include <CLI/CLI.hpp>
 #include <condition_variable>
 #include <cstdio>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "RaftExample.h"
 #include "common/failpoint.h"
@@ -30,8 +34,10 @@
 #include "common/net.h"
 #include "common/rpc/server.h"
 #include "common/rpc/thrift_logging.h"
+#include "common/rpc/transport.h"
 #include "common/shutdown.h"
 #include "raft/node/example/append_log.h"
+#include "raft/node/example/epoll_server.h"
 #include "raft/node/node.h"
 
 namespace {
@@ -160,7 +166,6 @@ class ExampleHandler final : public tx::raft_example::RaftExampleIf {
     if (!s.ok()) Throw(s);
   }
 
- private:
   static void Fill(const tx::raft::ProposalResult& r, tx::raft_example::ProposeItemResult* out) {
     if (r.status.ok()) {
       tx::StatusOr<tx::raft::example::ApplyResult> applied =
@@ -184,8 +189,314 @@ class ExampleHandler final : public tx::raft_example::RaftExampleIf {
     }
   }
 
+ private:
   tx::raft::RaftNode* const node_;
   AppendLog* const log_;
+};
+
+// RaftExample served by an EpollServer (--client-listen): the same calls and answers as
+// ExampleHandler, but no call holds a thread while it waits. Propose and ProposeMany start their
+// proposals with RaftNode::ProposeAsync, and the node's apply thread sends each reply the moment
+// the entry is applied; a linearizable Read waits in ReadIndexAsync the same way. Info and plain
+// Reads answer at once. TransferLeadership, rare and slow, runs on a thread of its own, one at a
+// time. Requests arrive as "example:Method" (the multiplexed client) or "Method".
+//
+// Thread-safety: Dispatch runs on the server's I/O thread; callbacks on node threads. Must
+// outlive the node's Stop() (which completes the waiting callbacks), and the server.
+class AsyncExampleService {
+ public:
+  AsyncExampleService(tx::raft::RaftNode* node, AppendLog* log, uint32_t max_message_bytes)
+      : node_(node), log_(log), config_(tx::rpc::MakeThriftConfiguration(max_message_bytes)) {}
+
+  ~AsyncExampleService() {
+    std::thread transfer;
+    {
+      std::lock_guard lock(transfer_mu_);
+      transfer.swap(transfer_thread_);
+    }
+    if (transfer.joinable()) transfer.join();  // outside the lock: the thread ends by taking it
+  }
+
+  void Dispatch(std::string frame, tx::raft::example::EpollServer::Responder responder) {
+    using apache::thrift::protocol::TMessageType;
+    auto buffer = std::make_shared<TMemoryBuffer>(reinterpret_cast<uint8_t*>(frame.data()),
+                                                  static_cast<uint32_t>(frame.size()),
+                                                  TMemoryBuffer::OBSERVE, config_);
+    // Strict: a request must carry the protocol version, as on every server of ours.
+    TBinaryProtocolT<TMemoryBuffer> in(buffer, 0, 0, /*strict_read=*/true, /*strict_write=*/true);
+    std::string name;
+    TMessageType type;
+    int32_t seqid = 0;
+    try {
+      in.readMessageBegin(name, type, seqid);
+      if (type != apache::thrift::protocol::T_CALL) {
+        responder.Close();  // we define no oneway calls: a client out of step
+        return;
+      }
+      if (name.rfind(kServicePrefix, 0) == 0) name.erase(0, kServicePrefix.size());
+      if (name == "Propose") {
+        tx::raft_example::RaftExample_Propose_args args;
+        args.read(&in);
+        in.readMessageEnd();
+        Propose(seqid, args, std::move(responder));
+      } else if (name == "ProposeMany") {
+        tx::raft_example::RaftExample_ProposeMany_args args;
+        args.read(&in);
+        in.readMessageEnd();
+        ProposeMany(seqid, args, std::move(responder));
+      } else if (name == "Read") {
+        tx::raft_example::RaftExample_Read_args args;
+        args.read(&in);
+        in.readMessageEnd();
+        Read(seqid, args, std::move(responder));
+      } else if (name == "Info") {
+        tx::raft_example::RaftExample_Info_args args;
+        args.read(&in);
+        in.readMessageEnd();
+        tx::raft_example::RaftExample_Info_result result;
+        ExampleHandler(node_, log_).Info(result.success);
+        result.__isset.success = true;
+        responder.Send(Encode("Info", seqid, result));
+      } else if (name == "TransferLeadership") {
+        tx::raft_example::RaftExample_TransferLeadership_args args;
+        args.read(&in);
+        in.readMessageEnd();
+        TransferLeadership(seqid, args, std::move(responder));
+      } else {
+        in.skip(apache::thrift::protocol::T_STRUCT);
+        in.readMessageEnd();
+        responder.Send(EncodeApplicationError(
+            name, seqid, TApplicationException::UNKNOWN_METHOD,
+            fmt::format("unknown method {} (this port serves RaftExample only)", name)));
+      }
+    } catch (const apache::thrift::TException& e) {
+      // A malformed request (bad version word, truncated or oversized field): the stream can
+      // no longer be trusted, as with the threaded server.
+      spdlog::warn("client port: malformed request ({}): closing the connection", e.what());
+      responder.Close();
+    }
+  }
+
+ private:
+  using Responder = tx::raft::example::EpollServer::Responder;
+  using TMemoryBuffer = apache::thrift::transport::TMemoryBuffer;
+  template <typename Transport>
+  using TBinaryProtocolT = apache::thrift::protocol::TBinaryProtocolT<Transport>;
+  using TApplicationException = apache::thrift::TApplicationException;
+  static constexpr std::string_view kServicePrefix = "example:";
+
+  template <typename Result>
+  static std::string Encode(const std::string& name, int32_t seqid, const Result& result) {
+    auto buffer = std::make_shared<TMemoryBuffer>(256);
+    TBinaryProtocolT<TMemoryBuffer> out(buffer);
+    out.writeMessageBegin(name, apache::thrift::protocol::T_REPLY, seqid);
+    result.write(&out);
+    out.writeMessageEnd();
+    return buffer->getBufferAsString();
+  }
+
+  static std::string EncodeApplicationError(const std::string& name, int32_t seqid,
+                                            TApplicationException::TApplicationExceptionType type,
+                                            const std::string& message) {
+    auto buffer = std::make_shared<TMemoryBuffer>(256);
+    TBinaryProtocolT<TMemoryBuffer> out(buffer);
+    out.writeMessageBegin(name, apache::thrift::protocol::T_EXCEPTION, seqid);
+    TApplicationException(type, message).write(&out);
+    out.writeMessageEnd();
+    return buffer->getBufferAsString();
+  }
+
+  static tx::raft_example::ExampleError ErrorOf(const tx::Status& s,
+                                                const tx::raft::LeaderInfo* leader = nullptr) {
+    tx::raft_example::ExampleError e;
+    e.code = static_cast<int32_t>(s.code());
+    e.message = s.message();
+    if (leader != nullptr) {
+      e.not_leader = true;
+      e.leader_id = static_cast<int64_t>(leader->id);
+      e.leader_address = leader->address.host.empty() ? "" : tx::ToString(leader->address);
+    }
+    return e;
+  }
+
+  template <typename Result>
+  static void SendError(const char* name, int32_t seqid, const tx::raft_example::ExampleError& e,
+                        const Responder& responder) {
+    Result result;
+    result.error = e;
+    result.__isset.error = true;
+    responder.Send(Encode(name, seqid, result));
+  }
+
+  void Propose(int32_t seqid, tx::raft_example::RaftExample_Propose_args& args,
+               Responder responder) {
+    using Result = tx::raft_example::RaftExample_Propose_result;
+    if (args.item.size() > tx::raft::example::kMaxItemBytes || args.timeout_ms <= 0 ||
+        args.timeout_ms > kMaxTimeoutMs) {
+      SendError<Result>("Propose", seqid,
+                        ErrorOf(tx::Status::InvalidArgument(fmt::format(
+                            "item of {} bytes (max {}) or timeout {} ms out of range",
+                            args.item.size(), tx::raft::example::kMaxItemBytes, args.timeout_ms))),
+                        responder);
+      return;
+    }
+    const auto deadline = tx::Clock::Real()->Now() + std::chrono::milliseconds(args.timeout_ms);
+    node_->ProposeAsync(
+        std::move(args.item), deadline,
+        [seqid, responder = std::move(responder)](tx::raft::ProposalResult r) {
+          if (!r.status.ok()) {
+            SendError<Result>("Propose", seqid,
+                              ErrorOf(r.status, r.not_leader ? &r.leader : nullptr), responder);
+            return;
+          }
+          tx::StatusOr<tx::raft::example::ApplyResult> applied =
+              tx::raft::example::DecodeApplyResult(r.result);
+          if (!applied.ok()) {
+            SendError<Result>("Propose", seqid, ErrorOf(applied.status()), responder);
+            return;
+          }
+          Result result;
+          result.success.index = static_cast<int64_t>(r.index);
+          result.success.position = static_cast<int64_t>(applied->position);
+          result.success.checksum = static_cast<int64_t>(applied->checksum);
+          result.__isset.success = true;
+          responder.Send(Encode("Propose", seqid, result));
+        });
+  }
+
+  void ProposeMany(int32_t seqid, tx::raft_example::RaftExample_ProposeMany_args& args,
+                   Responder responder) {
+    using Result = tx::raft_example::RaftExample_ProposeMany_result;
+    if (args.items.size() > kMaxProposeManyItems || args.timeout_ms <= 0 ||
+        args.timeout_ms > kMaxTimeoutMs) {
+      SendError<Result>("ProposeMany", seqid,
+                        ErrorOf(tx::Status::InvalidArgument(
+                            fmt::format("{} items (max {}) or timeout {} ms out of range",
+                                        args.items.size(), kMaxProposeManyItems, args.timeout_ms))),
+                        responder);
+      return;
+    }
+    // Shared by the items' callbacks; the last one to finish sends the reply.
+    struct Call {
+      std::mutex mu;
+      Result result;    // GUARDED_BY(mu)
+      size_t left = 0;  // GUARDED_BY(mu)
+      Responder responder;
+      int32_t seqid = 0;
+    };
+    auto call = std::make_shared<Call>();
+    call->result.success.assign(args.items.size(), {});
+    call->result.__isset.success = true;
+    call->left = args.items.size();
+    call->responder = std::move(responder);
+    call->seqid = seqid;
+    auto finish_one = [call] {
+      std::lock_guard lock(call->mu);
+      if (--call->left == 0) call->responder.Send(Encode("ProposeMany", call->seqid, call->result));
+    };
+    if (args.items.empty()) {
+      call->responder.Send(Encode("ProposeMany", seqid, call->result));
+      return;
+    }
+    const auto deadline = tx::Clock::Real()->Now() + std::chrono::milliseconds(args.timeout_ms);
+    for (size_t i = 0; i < args.items.size(); ++i) {
+      if (args.items[i].size() > tx::raft::example::kMaxItemBytes) {
+        {
+          std::lock_guard lock(call->mu);
+          tx::raft_example::ProposeItemResult& slot = call->result.success[i];
+          slot.code = static_cast<int32_t>(tx::Status::Code::kInvalidArgument);
+          slot.message = fmt::format("item of {} bytes (max {})", args.items[i].size(),
+                                     tx::raft::example::kMaxItemBytes);
+        }
+        finish_one();
+        continue;
+      }
+      node_->ProposeAsync(std::move(args.items[i]), deadline,
+                          [call, i, finish_one](tx::raft::ProposalResult r) {
+                            {
+                              std::lock_guard lock(call->mu);
+                              ExampleHandler::Fill(r, &call->result.success[i]);
+                            }
+                            finish_one();
+                          });
+    }
+  }
+
+  void Read(int32_t seqid, const tx::raft_example::RaftExample_Read_args& args,
+            Responder responder) {
+    using Result = tx::raft_example::RaftExample_Read_result;
+    if (args.offset < 0 || args.max_items < 0 || args.max_items > kMaxReadItems) {
+      SendError<Result>("Read", seqid,
+                        ErrorOf(tx::Status::InvalidArgument("offset or max_items out of range")),
+                        responder);
+      return;
+    }
+    auto answer = [log = log_, seqid, offset = static_cast<uint64_t>(args.offset),
+                   max_items = static_cast<size_t>(args.max_items),
+                   responder](const tx::Status& barrier) {
+      if (!barrier.ok()) {
+        SendError<Result>("Read", seqid, ErrorOf(barrier), responder);
+        return;
+      }
+      AppendLog::View v = log->Read(offset, max_items);
+      Result result;
+      result.success.total = static_cast<int64_t>(v.total);
+      result.success.checksum = static_cast<int64_t>(v.checksum);
+      result.success.applied_index = static_cast<int64_t>(v.applied_index);
+      result.success.items = std::move(v.items);
+      result.__isset.success = true;
+      responder.Send(Encode("Read", seqid, result));
+    };
+    if (!args.linearizable) {
+      answer(tx::Status::OK());
+      return;
+    }
+    node_->ReadIndexAsync(tx::Clock::Real()->Now() + std::chrono::seconds(2), std::move(answer));
+  }
+
+  void TransferLeadership(int32_t seqid,
+                          const tx::raft_example::RaftExample_TransferLeadership_args& args,
+                          Responder responder) {
+    using Result = tx::raft_example::RaftExample_TransferLeadership_result;
+    if (args.target <= 0 || args.timeout_ms <= 0 || args.timeout_ms > kMaxTimeoutMs) {
+      SendError<Result>("TransferLeadership", seqid,
+                        ErrorOf(tx::Status::InvalidArgument("target or timeout out of range")),
+                        responder);
+      return;
+    }
+    std::lock_guard lock(transfer_mu_);
+    if (transfer_running_) {
+      SendError<Result>("TransferLeadership", seqid,
+                        ErrorOf(tx::Status::ResourceExhausted(
+                            "a leadership transfer is already in progress here")),
+                        responder);
+      return;
+    }
+    // The last one cleared the flag under this lock, its last use of it: joining is quick.
+    if (transfer_thread_.joinable()) transfer_thread_.join();
+    transfer_running_ = true;
+    transfer_thread_ = std::thread([this, seqid, target = args.target,
+                                    timeout = std::chrono::milliseconds(args.timeout_ms),
+                                    responder = std::move(responder)] {
+      tx::Status s = node_->TransferLeadership(static_cast<tx::raft::NodeId>(target), timeout);
+      Result result;
+      if (!s.ok()) {
+        result.error = ErrorOf(s);
+        result.__isset.error = true;
+      }
+      responder.Send(Encode("TransferLeadership", seqid, result));
+      std::lock_guard done_lock(transfer_mu_);
+      transfer_running_ = false;
+    });
+  }
+
+  tx::raft::RaftNode* const node_;
+  AppendLog* const log_;
+  const std::shared_ptr<apache::thrift::TConfiguration> config_;
+
+  std::mutex transfer_mu_;
+  bool transfer_running_ = false;  // GUARDED_BY(transfer_mu_)
+  std::thread transfer_thread_;    // GUARDED_BY(transfer_mu_): at most one transfer at a time
 };
 
 // The value of one series in the default registry's text rendering (0 if absent).
@@ -224,7 +535,7 @@ void PrintStats(uint64_t id) {
 
 int main(int argc, char** argv) {
   uint64_t id = 0;
-  std::string listen, peers, data_dir, metrics_listen, log_level = "info";
+  std::string listen, peers, data_dir, metrics_listen, client_listen, log_level = "info";
   int tick_ms = 10, election_ticks = 15, heartbeat_ticks = 3;
   uint64_t snapshot_every = 10000;
   bool keep_items = true;
@@ -245,6 +556,9 @@ int main(int argc, char** argv) {
   app.add_option("--keep-items", keep_items,
                  "keep the items in memory (false: only their count and checksum, for benchmarks)");
   app.add_option("--metrics-listen", metrics_listen, "HOST:PORT for /metrics (off if empty)");
+  app.add_option("--client-listen", client_listen,
+                 "HOST:PORT where RaftExample alone is also served by an epoll server whose "
+                 "calls hold no thread while they wait (off if empty)");
   app.add_flag("--print-stats", print_stats,
                "at exit, print replication statistics (batching, fsync, commit latency) to stderr");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off");
@@ -305,13 +619,33 @@ int main(int argc, char** argv) {
       tx::rpc::RpcServer::Start(mux, server_options);
   if (!server.ok()) return Fail("listen", server.status());
 
+  AsyncExampleService async_service(node->get(), &log, server_options.max_message_bytes);
+  std::unique_ptr<tx::raft::example::EpollServer> client_server;
+  if (!client_listen.empty()) {
+    tx::StatusOr<tx::HostPort> at = tx::ParseHostPort(client_listen);
+    if (!at.ok()) return Fail("--client-listen", at.status());
+    tx::raft::example::EpollServerOptions o;
+    o.name = fmt::format("raft-example-{} client", id);
+    o.listen = *at;
+    o.max_frame_bytes = server_options.max_message_bytes;
+    tx::StatusOr<std::unique_ptr<tx::raft::example::EpollServer>> started =
+        tx::raft::example::EpollServer::Start(
+            o, [&async_service](std::string frame, tx::raft::example::EpollServer::Responder r) {
+              async_service.Dispatch(std::move(frame), std::move(r));
+            });
+    if (!started.ok()) return Fail("listen (client port)", started.status());
+    client_server = *std::move(started);
+    spdlog::info("client port: RaftExample on {}", tx::ToString(client_server->address()));
+  }
+
   std::printf("listening on %s\n", tx::ToString((*server)->address()).c_str());
   std::fflush(stdout);
 
   tx::ShutdownSignal::Process().Wait();
   spdlog::info("shutting down: {}", tx::ShutdownSignal::Process().reason());
+  if (client_server) client_server->Stop();
   (*server)->Stop();
-  (*node)->Stop();
+  (*node)->Stop();  // completes the client port's waiting calls (their replies go nowhere)
   if (print_stats) PrintStats(id);
   if (metrics) metrics->Stop();
   spdlog::shutdown();
