@@ -6,7 +6,7 @@ target_link_libraries(tx_coordinator_sim PUBLIC tx_coordinator_core tx_raft_core
 
 add_executable(coordinator_sim coordinator_sim_main.cc)
 tx_target_defaults(coordinator_sim)
-target_link_libraries(coordinator_sim PRIVATE tx_coordinator_sim spdlog::spdlog)
+target_link_libraries(coordinator_sim PRIVATE tx_coordinator_sim tx_sim_runner spdlog::spdlog)
 
 # In ctest: shards of seeds so that ctest -j2 uses both cores (about 10-25 ms per seed in
 # Release; sanitizer builds are several times slower). A failing shard prints the seed and the

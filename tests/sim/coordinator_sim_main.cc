@@ -12,112 +12,39 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "tests/sim/coordinator_sim.h"
-
-namespace {
-
-volatile std::sig_atomic_t g_current_seed = 0;
-
-void OnFatalSignal(int sig) {
-  // Async-signal-safe: format the number by hand and write(2) it.
-  char buf[112];
-  const char prefix[] = "coordinator_sim: aborted while running seed ";
-  size_t n = sizeof(prefix) - 1;
-  std::memcpy(buf, prefix, n);
-  char digits[24];
-  size_t d = 0;
-  uint64_t v = static_cast<uint64_t>(g_current_seed);
-  do {
-    digits[d++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  while (d > 0) buf[n++] = digits[--d];
-  const char suffix[] = " (replay with --seed)\n";
-  std::memcpy(buf + n, suffix, sizeof(suffix) - 1);
-  n += sizeof(suffix) - 1;
-  ssize_t ignored = ::write(STDERR_FILENO, buf, n);
-  (void)ignored;
-  std::signal(sig, SIG_DFL);
-  std::raise(sig);
-}
-
-[[noreturn]] void Usage() {
-  std::fprintf(stderr,
-               "usage: coordinator_sim (--seeds N [--first-seed F] | --seed S [--quiet]) "
-               "[--replicas 3|5] [--chaos-ms N]\n");
-  std::exit(2);
-}
-
-uint64_t ParseNumber(const char* s) {
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (end == s || *end != '\0') Usage();
-  return v;
-}
-
-}  // namespace
+#include "tests/sim/seed_runner.h"
 
 int main(int argc, char** argv) {
-  uint64_t seeds = 0, first_seed = 1, single_seed = 0;
-  int replicas = 0;  // 0: alternate 3 and 5
-  int chaos_ms = -1;
-  bool quiet = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) Usage();
-      return argv[++i];
-    };
-    if (a == "--seeds") {
-      seeds = ParseNumber(next());
-    } else if (a == "--first-seed") {
-      first_seed = ParseNumber(next());
-    } else if (a == "--seed") {
-      single_seed = ParseNumber(next());
-    } else if (a == "--replicas") {
-      replicas = static_cast<int>(ParseNumber(next()));
-      if (replicas != 3 && replicas != 5) Usage();
-    } else if (a == "--chaos-ms") {
-      chaos_ms = static_cast<int>(ParseNumber(next()));
-    } else if (a == "--quiet") {
-      quiet = true;
-    } else {
-      Usage();
-    }
-  }
-  if ((seeds == 0) == (single_seed == 0)) Usage();
-  for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE}) std::signal(sig, OnFatalSignal);
+  const tx::sim::SeedRunnerArgs args =
+      tx::sim::ParseSeedRunnerArgs(argc, argv, {"coordinator_sim", "--replicas", "--chaos-ms"});
+  tx::sim::InstallSeedReporter("coordinator_sim");
   // The driver logs leadership changes and retries; the trace says what matters here.
   spdlog::set_level(spdlog::level::off);
-
-  const uint64_t lo = single_seed != 0 ? single_seed : first_seed;
-  const uint64_t hi = single_seed != 0 ? single_seed : first_seed + seeds - 1;
+  const uint64_t lo = args.first_seed;
+  const uint64_t hi = args.last_seed;
   tx::coordinator::sim::SimStats total;
   const auto start = std::chrono::steady_clock::now();
   for (uint64_t seed = lo; seed <= hi; ++seed) {
-    g_current_seed = static_cast<std::sig_atomic_t>(seed);
+    tx::sim::SetCurrentSeed(seed);
     tx::coordinator::sim::SimOptions o;
     o.seed = seed;
-    o.replicas = replicas != 0 ? replicas : (seed % 2 == 1 ? 3 : 5);
+    o.replicas = args.GroupSizeFor(seed);
     o.participants = 2 + static_cast<int>(seed % 3);
-    if (chaos_ms >= 0) o.chaos_ms = chaos_ms;
-    if (single_seed != 0 && !quiet) o.trace = stdout;
+    if (args.fault_phase >= 0) o.chaos_ms = args.fault_phase;
+    if (args.single_seed && !args.quiet) o.trace = stdout;
     tx::coordinator::sim::SimResult r = tx::coordinator::sim::RunSimulation(o);
     if (!r.ok) {
       fmt::print(stderr,
                  "coordinator_sim: seed {} ({} replicas) FAILED at {} ms: {} violated: {}\n"
                  "coordinator_sim: replay with: coordinator_sim --seed {} --replicas {}{}\n",
                  seed, o.replicas, r.at_ms, r.property, r.detail, seed, o.replicas,
-                 chaos_ms >= 0 ? fmt::format(" --chaos-ms {}", chaos_ms) : "");
+                 args.fault_phase >= 0 ? fmt::format(" --chaos-ms {}", args.fault_phase) : "");
       return 1;
     }
     total.transactions += r.stats.transactions;

@@ -11,104 +11,29 @@
 // seed being run so it can be replayed.
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "tests/sim/raft_sim.h"
-
-namespace {
-
-volatile std::sig_atomic_t g_current_seed = 0;
-
-void OnFatalSignal(int sig) {
-  // Async-signal-safe: format the number by hand and write(2) it.
-  char buf[96];
-  const char prefix[] = "raft_sim: aborted while running seed ";
-  size_t n = sizeof(prefix) - 1;
-  std::memcpy(buf, prefix, n);
-  char digits[24];
-  size_t d = 0;
-  uint64_t v = static_cast<uint64_t>(g_current_seed);
-  do {
-    digits[d++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  while (d > 0) buf[n++] = digits[--d];
-  const char suffix[] = " (replay with --seed)\n";
-  std::memcpy(buf + n, suffix, sizeof(suffix) - 1);
-  n += sizeof(suffix) - 1;
-  ssize_t ignored = ::write(STDERR_FILENO, buf, n);
-  (void)ignored;
-  std::signal(sig, SIG_DFL);
-  std::raise(sig);
-}
-
-[[noreturn]] void Usage() {
-  std::fprintf(stderr,
-               "usage: raft_sim (--seeds N [--first-seed F] | --seed S [--quiet]) "
-               "[--nodes 3|5] [--steps N]\n");
-  std::exit(2);
-}
-
-uint64_t ParseNumber(const char* s) {
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(s, &end, 10);
-  if (end == s || *end != '\0') Usage();
-  return v;
-}
-
-}  // namespace
+#include "tests/sim/seed_runner.h"
 
 int main(int argc, char** argv) {
-  uint64_t seeds = 0;
-  uint64_t first_seed = 1;
-  uint64_t single_seed = 0;
-  int nodes = 0;  // 0: alternate 3 and 5
-  int steps = -1;
-  bool quiet = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) Usage();
-      return argv[++i];
-    };
-    if (a == "--seeds") {
-      seeds = ParseNumber(next());
-    } else if (a == "--first-seed") {
-      first_seed = ParseNumber(next());
-    } else if (a == "--seed") {
-      single_seed = ParseNumber(next());
-    } else if (a == "--nodes") {
-      nodes = static_cast<int>(ParseNumber(next()));
-      if (nodes != 3 && nodes != 5) Usage();
-    } else if (a == "--steps") {
-      steps = static_cast<int>(ParseNumber(next()));
-    } else if (a == "--quiet") {
-      quiet = true;
-    } else {
-      Usage();
-    }
-  }
-  if ((seeds == 0) == (single_seed == 0)) Usage();
-  for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE}) std::signal(sig, OnFatalSignal);
-
-  uint64_t lo = single_seed != 0 ? single_seed : first_seed;
-  uint64_t hi = single_seed != 0 ? single_seed : first_seed + seeds - 1;
+  const tx::sim::SeedRunnerArgs args =
+      tx::sim::ParseSeedRunnerArgs(argc, argv, {"raft_sim", "--nodes", "--steps"});
+  tx::sim::InstallSeedReporter("raft_sim");
+  const uint64_t lo = args.first_seed;
+  const uint64_t hi = args.last_seed;
   tx::raft::sim::SimStats total;
   auto start = std::chrono::steady_clock::now();
   for (uint64_t seed = lo; seed <= hi; ++seed) {
-    g_current_seed = static_cast<std::sig_atomic_t>(seed);
+    tx::sim::SetCurrentSeed(seed);
     tx::raft::sim::SimOptions o;
     o.seed = seed;
-    o.nodes = nodes != 0 ? nodes : (seed % 2 == 1 ? 3 : 5);
-    if (steps >= 0) o.chaos_steps = steps;
-    if (single_seed != 0 && !quiet) o.trace = stdout;
+    o.nodes = args.GroupSizeFor(seed);
+    if (args.fault_phase >= 0) o.chaos_steps = static_cast<int>(args.fault_phase);
+    if (args.single_seed && !args.quiet) o.trace = stdout;
     auto seed_start = std::chrono::steady_clock::now();
     tx::raft::sim::SimResult r = tx::raft::sim::RunSimulation(o);
     double seed_secs =
@@ -123,7 +48,7 @@ int main(int argc, char** argv) {
                  "raft_sim: seed {} ({} replicas) FAILED at step {}: {} violated: {}\n"
                  "raft_sim: replay with: raft_sim --seed {} --nodes {}{}\n",
                  seed, o.nodes, r.step, r.property, r.detail, seed, o.nodes,
-                 steps >= 0 ? fmt::format(" --steps {}", steps) : "");
+                 args.fault_phase >= 0 ? fmt::format(" --steps {}", args.fault_phase) : "");
       return 1;
     }
     total.steps += r.stats.steps;
