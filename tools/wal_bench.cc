@@ -31,6 +31,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -77,21 +78,42 @@ Result Summarize(std::vector<double> latencies_us, double seconds, double syncs,
   return r;
 }
 
-// One thread: write a record, fdatasync, repeat. With `preallocated`, the file is first
-// fallocate'd, as the log's segments are, so the writes land in allocated blocks.
-Result RunRaw(const std::string& dir, size_t record_bytes, double seconds, bool preallocated) {
+// How the file of a raw case is prepared.
+enum class RawFile {
+  kAppended,      // empty: every write extends the file
+  kPreallocated,  // fallocate'd, as the log's segments are: writes land in unwritten extents
+  kZeroFilled,    // written with zeros and synced first: writes overwrite written blocks
+};
+constexpr off_t kRawFileBytes = 64 << 20;
+
+// One thread: write a record, fdatasync, repeat (until `seconds` pass or, for a prepared file,
+// its kRawFileBytes are used up).
+Result RunRaw(const std::string& dir, size_t record_bytes, double seconds, RawFile kind) {
   std::string path = dir + "/raw.dat";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0 || (preallocated && ::fallocate(fd, 0, 0, 64 << 20) != 0)) {
+  bool ok = fd >= 0;
+  if (ok && kind == RawFile::kPreallocated) ok = ::fallocate(fd, 0, 0, kRawFileBytes) == 0;
+  if (ok && kind == RawFile::kZeroFilled) {
+    std::string zeros(1 << 20, '\0');
+    for (off_t offset = 0; ok && offset < kRawFileBytes; offset += zeros.size()) {
+      ok = ::write(fd, zeros.data(), zeros.size()) == static_cast<ssize_t>(zeros.size());
+    }
+    ok = ok && ::fsync(fd) == 0 && ::lseek(fd, 0, SEEK_SET) == 0;
+  }
+  if (!ok) {
     std::perror(path.c_str());
     std::exit(1);
   }
+  const off_t limit = kind == RawFile::kAppended ? std::numeric_limits<off_t>::max()
+                                                 : kRawFileBytes - static_cast<off_t>(record_bytes);
+  off_t written = 0;
   std::string record(record_bytes, 'r');
   std::vector<double> latencies;
   const auto end = Clock::now() + std::chrono::duration<double>(seconds);
   const double cpu_before = ProcessCpuMicros();
   auto start = Clock::now();
-  while (Clock::now() < end) {
+  while (Clock::now() < end && written <= limit) {
+    written += static_cast<off_t>(record_bytes);
     auto t0 = Clock::now();
     if (::write(fd, record.data(), record.size()) != static_cast<ssize_t>(record.size()) ||
         ::fdatasync(fd) != 0) {
@@ -191,6 +213,10 @@ int main(int argc, char** argv) {
   app.add_option("--simulated-fsync-us", simulated_fsync_us,
                  "replace the log's fdatasyncs by a sleep this long (0: real fdatasync)")
       ->check(CLI::Range(0, 1000000));
+  bool extent_cases = false;
+  app.add_flag("--extent-cases", extent_cases,
+               "also time raw fdatasyncs of 9,472-byte writes (a 64 x 128 B round) into a "
+               "preallocated and into a zero-filled file");
   std::vector<int> appender_counts = {1, 8, 64};
   std::vector<size_t> record_sizes = {128, 4096};
   app.add_option("--appenders", appender_counts, "appender thread counts of the log cases")
@@ -209,14 +235,24 @@ int main(int argc, char** argv) {
 
   Result raw128, raw128_prealloc;
   if (simulated_fsync_us == 0) {
-    raw128 = Median(runs, [&] { return RunRaw(dir, 128, seconds, false); });
+    raw128 = Median(runs, [&] { return RunRaw(dir, 128, seconds, RawFile::kAppended); });
     Print("raw write+fdatasync 128 B", raw128);
     if (std::find(record_sizes.begin(), record_sizes.end(), 4096) != record_sizes.end()) {
       Print("raw write+fdatasync 4 KiB",
-            Median(runs, [&] { return RunRaw(dir, 4096, seconds, false); }));
+            Median(runs, [&] { return RunRaw(dir, 4096, seconds, RawFile::kAppended); }));
     }
-    raw128_prealloc = Median(runs, [&] { return RunRaw(dir, 128, seconds, true); });
+    raw128_prealloc =
+        Median(runs, [&] { return RunRaw(dir, 128, seconds, RawFile::kPreallocated); });
     Print("raw, preallocated file, 128 B", raw128_prealloc);
+    if (extent_cases) {
+      // What one group-commit round of 64 x 128 B writes (64 frames of 148 bytes).
+      constexpr size_t kRoundBytes = 64 * 148;
+      Print("raw, preallocated, 9,472 B", Median(runs, [&] {
+              return RunRaw(dir, kRoundBytes, seconds, RawFile::kPreallocated);
+            }));
+      Print("raw, zero-filled, 9,472 B",
+            Median(runs, [&] { return RunRaw(dir, kRoundBytes, seconds, RawFile::kZeroFilled); }));
+    }
   }
 
   std::optional<Result> wal_128_1, wal_128_64;
