@@ -280,6 +280,24 @@ class Driver::Impl {
   using ProposalResultHandler = void (Impl::*)(TxId txid, uint64_t epoch, uint64_t gen,
                                                StatusOr<coordlog::CommandResult> result);
   void ProposeForTxn(Txn& t, coordlog::Command c, ProposalResultHandler on_result, Actions& a);
+  // The common start of a proposal result handler: under mu_, finds the transaction that made
+  // the proposal; if it is still that one (same epoch and generation) and in `phase`, marks its
+  // proposal settled and calls handle(t, actions); then runs the actions, unlocked.
+  template <typename Handle>
+  void WithProposer(TxId txid, uint64_t epoch, uint64_t gen, Phase phase, Handle handle) {
+    Actions a;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Txn* t = Find(txid, epoch, gen);
+      if (t == nullptr || t->phase != phase) return;
+      t->proposal_in_flight = false;
+      handle(*t, a);
+    }
+    Run(a);
+  }
+  // A proposal answered FORGOTTEN: the log no longer knows the txid's outcome. Its waiters
+  // learn UNKNOWN_TRANSACTION and the transaction is dropped.
+  void AnswerForgotten(Txn& t, Actions& a);
   // The participants as a DECIDE or PRECOMMIT entry records them: address, vote, whom to tell.
   static std::vector<coordlog::Participant> LoggedParticipants(const Txn& t);
   int64_t UnixMillisNow() const;
@@ -1429,12 +1447,8 @@ int64_t Driver::Impl::UnixMillisNow() const {
 
 void Driver::Impl::OnDecisionResult(TxId txid, uint64_t epoch, uint64_t gen,
                                     StatusOr<coordlog::CommandResult> result) {
-  Actions a;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    Txn* t = Find(txid, epoch, gen);
-    if (t == nullptr || t->phase != Phase::kDeciding) return;
-    t->proposal_in_flight = false;
+  WithProposer(txid, epoch, gen, Phase::kDeciding, [&](Txn& txn, Actions& a) {
+    Txn* t = &txn;
     if (!result.ok()) {
       // Maybe applied, maybe not: the state knows.
       std::optional<Outcome::type> o =
@@ -1458,19 +1472,9 @@ void Driver::Impl::OnDecisionResult(TxId txid, uint64_t epoch, uint64_t gen,
           }
           OnDecided(*t, result->outcome, a);
           break;
-        case ResultCode::FORGOTTEN: {
-          api::TxError e = MakeError(ErrorCode::UNKNOWN_TRANSACTION,
-                                     "the outcome of this transaction is no longer remembered");
-          for (auto& w : t->commit_waiters) {
-            a.push_back(
-                [w = std::move(w), e] { w(ErrorReply<api::CommitTransactionResponse>(e)); });
-          }
-          for (auto& w : t->abort_waiters) {
-            a.push_back([w = std::move(w), e] { w(ErrorReply<api::AbortTransactionResponse>(e)); });
-          }
-          Remove(*t);
+        case ResultCode::FORGOTTEN:
+          AnswerForgotten(*t, a);
           break;
-        }
         case ResultCode::RESOURCE_EXHAUSTED:
           // A COMMIT refused for lack of room; an ABORT always fits.
           StartDecision(*t, Outcome::ABORTED, t->origin, ErrorCode::RESOURCE_EXHAUSTED,
@@ -1503,8 +1507,19 @@ void Driver::Impl::OnDecisionResult(TxId txid, uint64_t epoch, uint64_t gen,
                    OutcomeName(t->outcome), txid, result->message);
       }
     }
+  });
+}
+
+void Driver::Impl::AnswerForgotten(Txn& t, Actions& a) {
+  api::TxError e = MakeError(ErrorCode::UNKNOWN_TRANSACTION,
+                             "the outcome of this transaction is no longer remembered");
+  for (auto& w : t.commit_waiters) {
+    a.push_back([w = std::move(w), e] { w(ErrorReply<api::CommitTransactionResponse>(e)); });
   }
-  Run(a);
+  for (auto& w : t.abort_waiters) {
+    a.push_back([w = std::move(w), e] { w(ErrorReply<api::AbortTransactionResponse>(e)); });
+  }
+  Remove(t);
 }
 
 void Driver::Impl::OnDecided(Txn& t, Outcome::type outcome, Actions& a) {
@@ -1588,12 +1603,8 @@ void Driver::Impl::ProposePreCommit(Txn& t, Actions& a) {
 
 void Driver::Impl::OnPreCommitResult(TxId txid, uint64_t epoch, uint64_t gen,
                                      StatusOr<coordlog::CommandResult> result) {
-  Actions a;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    Txn* t = Find(txid, epoch, gen);
-    if (t == nullptr || t->phase != Phase::kPreCommitLogging) return;
-    t->proposal_in_flight = false;
+  WithProposer(txid, epoch, gen, Phase::kPreCommitLogging, [&](Txn& txn, Actions& a) {
+    Txn* t = &txn;
     // What the state holds decides, whatever the proposal's own fate.
     TxnLookup look;
     std::optional<PreCommitRecord> rec;
@@ -1613,15 +1624,7 @@ void Driver::Impl::OnPreCommitResult(TxId txid, uint64_t epoch, uint64_t gen,
       StartDecision(*t, Outcome::ABORTED, Origin::CLIENT_COMMIT, ErrorCode::RESOURCE_EXHAUSTED,
                     "too many transactions in phase two: " + result->message, a);
     } else if (result.ok() && result->code == ResultCode::FORGOTTEN) {
-      api::TxError e = MakeError(ErrorCode::UNKNOWN_TRANSACTION,
-                                 "the outcome of this transaction is no longer remembered");
-      for (auto& w : t->commit_waiters) {
-        a.push_back([w = std::move(w), e] { w(ErrorReply<api::CommitTransactionResponse>(e)); });
-      }
-      for (auto& w : t->abort_waiters) {
-        a.push_back([w = std::move(w), e] { w(ErrorReply<api::AbortTransactionResponse>(e)); });
-      }
-      Remove(*t);
+      AnswerForgotten(*t, a);
     } else {
       TX_CHECK(!result.ok() || result->code != ResultCode::INVALID,
                "the state machine refused PRECOMMIT for txid {}: {}", txid, result->message);
@@ -1630,8 +1633,7 @@ void Driver::Impl::OnPreCommitResult(TxId txid, uint64_t epoch, uint64_t gen,
       t->propose_retry_at = Backoff(t->proposal_attempts, opt_.retry_max);
       Service(*t, a);
     }
-  }
-  Run(a);
+  });
 }
 
 void Driver::Impl::EnterPreCommitting(Txn& t, const PreCommitRecord& rec, Actions& a) {
@@ -1884,22 +1886,16 @@ void Driver::Impl::ProposeEnd(Txn& t, Actions& a) {
 
 void Driver::Impl::OnEndResult(TxId txid, uint64_t epoch, uint64_t gen,
                                StatusOr<coordlog::CommandResult> result) {
-  Actions a;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    Txn* t = Find(txid, epoch, gen);
-    if (t == nullptr || t->phase != Phase::kEnding) return;
-    t->proposal_in_flight = false;
+  WithProposer(txid, epoch, gen, Phase::kEnding, [&](Txn& t, Actions& a) {
     bool still_live = state_->Read(
         [txid](const TxnStateMachine& sm) { return sm.Lookup(txid).record != nullptr; });
     if (result.ok() || !still_live) {
-      Remove(*t);
+      Remove(t);
     } else {
-      t->propose_retry_at = Backoff(t->proposal_attempts, opt_.retry_max);
-      Service(*t, a);
+      t.propose_retry_at = Backoff(t.proposal_attempts, opt_.retry_max);
+      Service(t, a);
     }
-  }
-  Run(a);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
