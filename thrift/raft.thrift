@@ -105,7 +105,10 @@ service RaftService {
   // whole (INVALID_ARGUMENT) and nothing of it reaches the core; a message the core itself
   // refuses is skipped, the rest stepped, and the call ends with INVALID_ARGUMENT naming it.
   // When a follower receives log entries it replies once they are durable (bounded at 20 ms),
-  // which paces the sender to the follower's disk; acknowledgements travel separately, in the
-  // follower's own batches to the leader.
-  void Deliver(1: MessageBatch batch) throws (1: RaftError error)
+  // which paces the sender to the follower's disk, and the reply carries the messages the
+  // receiver had queued for the sender by then: its acknowledgement of those entries, so it
+  // needs no RPC of its own (from_node/to_node swapped; validated like a request). Other
+  // messages travel in the receiver's own batches. (Until this reply carried messages it was
+  // void: replicas of both kinds cannot be mixed in one cluster.)
+  MessageBatch Deliver(1: MessageBatch batch) throws (1: RaftError error)
 }

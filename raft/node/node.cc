@@ -105,8 +105,12 @@ class RaftNode::Impl {
   bool is_leader() const;
   Status health() const;
 
-  // Called by the RaftService handler with a converted batch.
-  Status StepBatch(NodeId from, const std::string& from_address, std::vector<Message> messages);
+  // Called by the RaftService handler with a converted batch. *replies receives the messages
+  // for `from` to return in the reply (its acknowledgement, when the batch carried entries).
+  Status StepBatch(NodeId from, const std::string& from_address, std::vector<Message> messages,
+                   std::vector<Message>* replies);
+  // Messages a peer returned in its reply to our batch (Transport::SetReplyCallback).
+  void StepReplies(NodeId from, std::vector<Message> messages);
 
   Transport* transport() { return transport_.get(); }
   Clock* clock() const { return options_.clock; }
@@ -153,6 +157,9 @@ class RaftNode::Impl {
   // Requires mu_. Rejects messages the core would accept but that could trip its invariant
   // checks: they can only come from a broken or hostile peer.
   Status CheckAgainstLogLocked(const Message& m) const;
+  // Requires mu_. Checks and steps each message; returns how many were refused (the first
+  // error in *first_error) and logs a sample of refusals.
+  size_t StepMessagesLocked(NodeId from, std::vector<Message>& messages, Status* first_error);
   LeaderInfo LeaderLocked() const;
   ProposalResult NotLeaderLocked() const;
   // Stops the node after a storage error (requires mu_). The caller then fails the waiters
@@ -279,7 +286,7 @@ class RaftServiceHandler final : public raft_api::RaftServiceIf {
  public:
   explicit RaftServiceHandler(std::shared_ptr<HandlerGate> gate) : gate_(std::move(gate)) {}
 
-  void Deliver(const raft_api::MessageBatch& batch) override {
+  void Deliver(raft_api::MessageBatch& reply, const raft_api::MessageBatch& batch) override {
     std::shared_lock lock(gate_->mu);
     RaftNode::Impl* impl = gate_->impl;
     if (impl == nullptr) ThrowRaftError(raft_api::RaftErrorCode::UNAVAILABLE, "node is gone");
@@ -298,8 +305,17 @@ class RaftServiceHandler final : public raft_api::RaftServiceIf {
       ThrowRaftError(raft_api::RaftErrorCode::INVALID_ARGUMENT, messages.status().ToString());
     }
     NodeId from = static_cast<NodeId>(batch.from_node);
-    Status s = impl->StepBatch(from, from_address, std::move(messages).value());
-    if (s.ok()) return;
+    std::vector<Message> replies;
+    Status s = impl->StepBatch(from, from_address, std::move(messages).value(), &replies);
+    if (s.ok()) {
+      reply.from_node = static_cast<int64_t>(self);
+      reply.to_node = batch.from_node;
+      reply.messages.reserve(replies.size());
+      for (Message& m : replies) reply.messages.push_back(ToThrift(std::move(m)));
+      return;
+    }
+    // Refused messages: the error goes back instead, and the replies leave through our sender.
+    if (!replies.empty()) impl->transport()->Send(std::move(replies));
     ThrowRaftError(s.IsInvalidArgument() ? raft_api::RaftErrorCode::INVALID_ARGUMENT
                                          : raft_api::RaftErrorCode::UNAVAILABLE,
                    s.ToString());
@@ -411,6 +427,9 @@ Status RaftNode::Impl::Init() {
   transport_->SetPullCallback([this] {
     std::lock_guard lock(mu_);
     if (!stopping_ && failed_.ok()) FlushLocked();
+  });
+  transport_->SetReplyCallback([this](NodeId from, std::vector<Message> messages) {
+    StepReplies(from, std::move(messages));
   });
   for (const auto& [id, hp] : address_book_) {
     if (id != options_.id) transport_->SetAddress(id, hp);
@@ -1008,8 +1027,30 @@ Status RaftNode::Impl::CheckAgainstLogLocked(const Message& m) const {
   return Status::OK();
 }
 
+size_t RaftNode::Impl::StepMessagesLocked(NodeId from, std::vector<Message>& messages,
+                                          Status* first_error) {
+  size_t refused = 0;
+  for (Message& m : messages) {
+    Status s = CheckAgainstLogLocked(m);
+    if (s.ok()) s = raft_->Step(std::move(m));
+    if (!s.ok()) {
+      ++refused;
+      if (first_error->ok()) *first_error = s;
+    }
+  }
+  if (refused > 0 && (step_errors_logged_ < 10 || step_errors_logged_ % 1000 == 0)) {
+    spdlog::warn("raft node {}: refused {} of {} message(s) from node {}: {}", options_.id, refused,
+                 messages.size(), from, first_error->ToString());
+  }
+  if (refused > 0) {
+    ++step_errors_logged_;
+    step_errors_->Increment(refused);
+  }
+  return refused;
+}
+
 Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
-                                 std::vector<Message> messages) {
+                                 std::vector<Message> messages, std::vector<Message>* replies) {
   if (transport_->IncomingBlocked(from)) return Status::OK();  // lost, as a partition would
   if (!from_address.empty()) {
     StatusOr<HostPort> hp = ParseHostPort(from_address);
@@ -1020,26 +1061,18 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
   Status first_error;
   size_t refused = 0;
   bool leader = false;
+  bool durable = false;
+  bool held = false;
   {
     std::unique_lock lock(mu_);
     if (!running_ || stopping_ || !failed_.ok()) {
       return Status::Unavailable(fmt::format("raft node {} is not running", options_.id));
     }
     bool carried_entries = false;
-    for (Message& m : messages) {
+    for (const Message& m : messages) {
       carried_entries |= m.type == MessageType::kAppend && !m.entries.empty();
-      Status s = CheckAgainstLogLocked(m);
-      if (s.ok()) s = raft_->Step(std::move(m));
-      if (!s.ok()) {
-        ++refused;
-        if (first_error.ok()) first_error = s;
-      }
     }
-    if (refused > 0 && (step_errors_logged_ < 10 || step_errors_logged_ % 1000 == 0)) {
-      spdlog::warn("raft node {}: refused {} of {} message(s) from node {}: {}", options_.id,
-                   refused, messages.size(), from, first_error.ToString());
-    }
-    if (refused > 0) ++step_errors_logged_;
+    refused = StepMessagesLocked(from, messages, &first_error);
     leader = raft_->role() == Role::kLeader;
     ready_cv_.notify_one();
     if (carried_entries && !leader) {
@@ -1047,25 +1080,47 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
       // after this point), at most kMaxDeliverHold. The sender keeps one batch in flight, so
       // this paces it to our disk: whatever the leader produces meanwhile comes in the next
       // batch, which arrives just as our Ready loop can persist it, instead of as one small
-      // RPC per proposal that would only wait in the core for the same fdatasync. Our
-      // acknowledgements do not wait for this: they leave through our own sender.
+      // RPC per proposal that would only wait in the core for the same fdatasync.
       const uint64_t target = readies_started_ + 1;
+      held = options_.acks_in_replies;
+      if (held) transport_->HoldReplies(from);
       ++persist_waiters_;
-      persisted_cv_.wait_until(lock, std::chrono::steady_clock::now() + kMaxDeliverHold, [&] {
-        return readies_persisted_ >= target || stopping_ || !failed_.ok();
-      });
+      durable = persisted_cv_.wait_until(
+          lock, std::chrono::steady_clock::now() + kMaxDeliverHold,
+          [&] { return readies_persisted_ >= target || stopping_ || !failed_.ok(); });
+      durable = durable && readies_persisted_ >= target;
       --persist_waiters_;
     }
   }
+  // Our acknowledgement of the entries was queued for `from` when they became durable (the
+  // Ready loop sends messages_after_persist before it counts the Ready as persisted): it goes
+  // back in this reply, saving our sender an RPC and the leader a handler wake-up on every
+  // commit's path. What our sender already took, it sends itself; both orders are fine for
+  // Raft, which tolerates reordering.
+  if (held) transport_->ReleaseReplies(from, durable ? replies : nullptr);
   // Only a leader has traffic to pull (TakeMessages); a follower's answers leave through the
   // Ready loop once persisted, so waking its senders here would be wasted.
   if (leader) RequestFlush();
   if (refused > 0) {
-    step_errors_->Increment(refused);
     return Status::InvalidArgument(fmt::format("{} of {} message(s) refused; first: {}", refused,
                                                messages.size(), first_error.message()));
   }
   return Status::OK();
+}
+
+void RaftNode::Impl::StepReplies(NodeId from, std::vector<Message> messages) {
+  bool leader = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!running_ || stopping_ || !failed_.ok()) return;
+    Status first_error;
+    (void)StepMessagesLocked(from, messages, &first_error);
+    leader = raft_->role() == Role::kLeader;
+  }
+  ready_cv_.notify_one();
+  // We are on a sender thread, which pulls right after this returns; the request reaches the
+  // other peers' senders too (the commit index advanced).
+  if (leader) RequestFlush();
 }
 
 // ---------------------------------------------------------------------------------------------

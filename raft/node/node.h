@@ -169,6 +169,11 @@ struct NodeOptions {
     return o;
   }();
 
+  // A follower returns its acknowledgement of a batch of entries in the reply to that batch
+  // (thrift/raft.thrift, Deliver) instead of sending it in an RPC of its own. false only to
+  // measure the difference (txbench raft --acks-in-replies false).
+  bool acks_in_replies = true;
+
   uint64_t wal_segment_bytes = 64 << 20;
   uint64_t random_seed = 0;  // 0: from std::random_device
 

@@ -28,7 +28,8 @@ class RaftPeerPool final : public rpc::ConnectionPoolBase {
         service_name_(std::move(service_name)) {}
 
   // Unavailable/TimedOut/Internal as ClientPool::Call; a RaftError reply maps to its code.
-  Status Deliver(const raft_api::MessageBatch& batch) {
+  // *reply receives the messages the peer returned (see RaftService.Deliver).
+  Status Deliver(const raft_api::MessageBatch& batch, raft_api::MessageBatch* reply) {
     StatusOr<Slot> slot = Acquire();
     if (!slot.ok()) return slot.status();
     if (slot->client == nullptr) {
@@ -43,7 +44,7 @@ class RaftPeerPool final : public rpc::ConnectionPoolBase {
     Status status;
     bool reusable = true;
     try {
-      client->Deliver(batch);
+      client->Deliver(*reply, batch);
     } catch (const raft_api::RaftError& e) {
       // A reply: the connection is still in step.
       // The code is read as an integer: a peer may send any i32 (see convert.h).
@@ -153,9 +154,27 @@ class Transport::PeerSender {
       }
       queue_bytes_ += bytes;
       queue_.push_back(Queued{std::move(m), bytes});
+      if (reply_holds_ > 0) return true;  // a handler returns it in its reply (HoldReplies)
     }
     waiter_.Notify();
     return true;
+  }
+
+  void Hold() {
+    std::lock_guard lock(mu_);
+    ++reply_holds_;
+  }
+
+  // Ends one hold, taking the queue into *out if out is not null.
+  void Release(std::vector<Message>* out) {
+    bool wake;
+    {
+      std::lock_guard lock(mu_);
+      --reply_holds_;
+      if (out != nullptr) TakeQueuedLocked(out);
+      wake = !queue_.empty();
+    }
+    if (wake) waiter_.Notify();
   }
 
   // Holds `m` back until `due` (an injected delay). Bounded like the queue.
@@ -173,6 +192,15 @@ class Transport::PeerSender {
   size_t queued() const {
     std::lock_guard lock(mu_);
     return queue_.size() + delayed_.size();
+  }
+
+  // Requires mu_. Moves the queue (not the delay line) into *out.
+  void TakeQueuedLocked(std::vector<Message>* out) {
+    while (!queue_.empty()) {
+      out->push_back(std::move(queue_.front().message));
+      queue_bytes_ -= queue_.front().bytes;
+      queue_.pop_front();
+    }
   }
 
  private:
@@ -237,11 +265,13 @@ class Transport::PeerSender {
       for (Message& m : batch) wire.messages.push_back(ToThrift(std::move(m)));
       const size_t count = batch.size();
       batch.clear();
-      Status s = pool->Deliver(wire);
+      raft_api::MessageBatch reply;
+      Status s = pool->Deliver(wire, &reply);
       if (s.ok()) {
         transport_->counters_.batches_sent->Increment();
         transport_->counters_.messages_sent->Increment(count);
         failures_logged_ = 0;
+        if (!reply.messages.empty()) transport_->HandleReply(peer_, reply);
       } else {
         transport_->counters_.send_failures->Increment();
         transport_->counters_.dropped_send_failed->Increment(count);
@@ -266,6 +296,7 @@ class Transport::PeerSender {
   std::multimap<Clock::TimePoint, Queued> delayed_;  // GUARDED_BY(mu_)
   uint64_t delayed_bytes_ = 0;                       // GUARDED_BY(mu_)
   std::shared_ptr<RaftPeerPool> pool_;               // GUARDED_BY(mu_)
+  int reply_holds_ = 0;                              // GUARDED_BY(mu_): see HoldReplies
   bool stop_ = false;                                // GUARDED_BY(mu_)
   std::thread thread_;
 };
@@ -292,6 +323,16 @@ Transport::Transport(TransportOptions options)
   counters_.dropped_queue_full = dropped->WithLabels({node, "queue_full"});
   counters_.dropped_send_failed = dropped->WithLabels({node, "send_failed"});
   counters_.dropped_fault = dropped->WithLabels({node, "fault_injected"});
+  counters_.reply_messages =
+      m->AddCounterFamily("tx_raft_reply_messages_total",
+                          "Raft messages received in replies to our batches (acknowledgements "
+                          "returned by the peer's handler instead of its own RPC).",
+                          {"node"})
+          ->WithLabels({node});
+  counters_.reply_refused =
+      m->AddCounterFamily("tx_raft_reply_refused_total",
+                          "Replies whose messages were refused as malformed.", {"node"})
+          ->WithLabels({node});
 }
 
 Transport::~Transport() { Stop(); }
@@ -373,6 +414,44 @@ void Transport::Send(std::vector<Message> messages) {
 }
 
 void Transport::SetPullCallback(std::function<void()> pull) { pull_ = std::move(pull); }
+
+void Transport::SetReplyCallback(
+    std::function<void(NodeId from, std::vector<Message> messages)> callback) {
+  on_reply_ = std::move(callback);
+}
+
+void Transport::HoldReplies(NodeId peer) {
+  std::lock_guard lock(mu_);
+  auto it = senders_.find(peer);
+  if (it != senders_.end()) it->second->Hold();
+}
+
+void Transport::ReleaseReplies(NodeId peer, std::vector<Message>* out) {
+  if (out != nullptr && faults_active_.load(std::memory_order_relaxed)) out = nullptr;
+  std::lock_guard lock(mu_);
+  auto it = senders_.find(peer);
+  if (it == senders_.end()) return;
+  it->second->Release(out);
+  if (out != nullptr) CoalesceMessages(out);
+}
+
+void Transport::HandleReply(NodeId peer, raft_api::MessageBatch& reply) {
+  // The reply must come from the peer we called, to us, like any batch from it.
+  StatusOr<std::vector<Message>> messages =
+      reply.from_node == static_cast<int64_t>(peer)
+          ? FromThriftBatch(reply, options_.self)
+          : Status::InvalidArgument(
+                fmt::format("reply from node {} to a batch for node {}", reply.from_node, peer));
+  if (!messages.ok()) {
+    counters_.reply_refused->Increment();
+    spdlog::warn("raft node {}: refused the messages in a reply from node {}: {}", options_.self,
+                 peer, messages.status().ToString());
+    return;
+  }
+  if (IncomingBlocked(peer)) return;  // lost, as a partition would
+  counters_.reply_messages->Increment(messages->size());
+  if (on_reply_) on_reply_(peer, std::move(messages).value());
+}
 
 void Transport::RequestPull() {
   if (pull_requested_.exchange(true, std::memory_order_acq_rel)) return;  // one is pending

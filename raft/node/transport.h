@@ -40,6 +40,7 @@
 #include "common/rpc/client.h"
 #include "raft/core/message.h"
 #include "raft/node/node.h"
+#include "raft_types.h"
 
 namespace tx::raft {
 
@@ -85,6 +86,20 @@ class Transport {
   void SetPullCallback(std::function<void()> pull);
   void RequestPull();
 
+  // Acknowledgements in replies (thrift/raft.thrift, Deliver). The receiving side: an RPC
+  // handler that holds its reply to `peer` until the peer's entries are durable brackets the
+  // hold with HoldReplies/ReleaseReplies. In between, messages queued for `peer` do not wake its
+  // sender (they would race the handler for them); ReleaseReplies moves the queued messages
+  // (not delayed ones) into *out, coalesced, when out is not null and no fault injection is
+  // configured (faults apply on the sender's path only), and wakes the sender for whatever is
+  // left. Holds nest (one per handler). The sending side: messages that come back in a reply
+  // are validated and handed to the reply callback on the sender's thread, holding no transport
+  // lock (dropped while incoming messages from that peer are blocked). The callback is set
+  // once, before the first Send().
+  void HoldReplies(NodeId peer);
+  void ReleaseReplies(NodeId peer, std::vector<Message>* out);
+  void SetReplyCallback(std::function<void(NodeId from, std::vector<Message> messages)> callback);
+
   // Fault injection.
   void Block(NodeId peer, bool outgoing, bool incoming);
   void Unblock(NodeId peer, bool outgoing, bool incoming);
@@ -107,6 +122,8 @@ class Transport {
     Counter* dropped_queue_full = nullptr;
     Counter* dropped_send_failed = nullptr;
     Counter* dropped_fault = nullptr;
+    Counter* reply_messages = nullptr;
+    Counter* reply_refused = nullptr;
   };
 
   // Runs the pull callback if a pull was requested since the last one.
@@ -116,6 +133,9 @@ class Transport {
       pull_();
     }
   }
+
+  // Validates the messages of a reply from `peer` and hands them to on_reply_. Sender thread.
+  void HandleReply(NodeId peer, raft_api::MessageBatch& reply);
 
   // Applies blocks and the hook to one batch bound for `peer`; may move messages into the
   // sender's delay line. Called on the sender's thread.
@@ -132,6 +152,7 @@ class Transport {
   bool stopped_ = false;                                   // GUARDED_BY(mu_)
 
   std::function<void()> pull_;  // set before senders run; constant afterwards
+  std::function<void(NodeId, std::vector<Message>)> on_reply_;  // likewise
   std::atomic<bool> pull_requested_{false};
 
   // Set while any block or hook is configured: the fast path reads only this.

@@ -68,6 +68,8 @@ struct Options {
   // server whose calls hold no thread while they wait) instead of the shared Raft port
   // (one handler thread per connection).
   bool client_port = true;
+  // Followers return their acknowledgements in the replies to the leader's batches.
+  bool acks_in_replies = true;
   std::string only;    // "throughput", "failover" or empty for both
   bool stats = false;  // replicas print their batching/fsync statistics at exit
 };
@@ -121,6 +123,10 @@ class Cluster {
                                      "--log-level",
                                      "error"};
     if (o_.stats) argv.push_back("--print-stats");
+    if (!o_.acks_in_replies) {
+      argv.push_back("--acks-in-replies");
+      argv.push_back("false");
+    }
     if (o_.client_port) {
       argv.push_back("--client-listen");
       argv.push_back(ToString(client_addresses_.at(id)));
@@ -473,6 +479,9 @@ RunFn Setup(CLI::App* cmd) {
       ->check(CLI::Range(1, 1000));
   cmd->add_option("--snapshot-every", o->snapshot_every, "snapshot every N applied entries");
   cmd->add_flag("--stats", o->stats, "replicas print batching and fsync statistics at exit");
+  cmd->add_option("--acks-in-replies", o->acks_in_replies,
+                  "true: followers acknowledge in the reply to the batch; false: in RPCs of "
+                  "their own (the runtime before this option)");
   cmd->add_option("--client-port", o->client_port,
                   "true: proposers call the replicas' epoll client ports (no thread per waiting "
                   "call); false: the Raft port's thread-per-connection server");

@@ -313,6 +313,30 @@ TEST(RaftNodeCluster, ElectsOneLeaderAndAppliesProposalsFromManyThreadsInOneOrde
   EXPECT_LT(fsyncs, persisted) << "every entry paid its own fdatasync";
 }
 
+// thrift/raft.thrift, Deliver: a follower holds its reply to a batch of entries until they are
+// durable and returns its acknowledgement in it, instead of in an RPC of its own.
+TEST(RaftNodeCluster, FollowersAcknowledgeEntriesInTheReplyToTheBatchThatCarriedThem) {
+  for (bool acks_in_replies : {true, false}) {
+    SCOPED_TRACE(acks_in_replies);
+    Cluster c(3, [&](NodeOptions& o) { o.acks_in_replies = acks_in_replies; });
+    NodeId leader = c.WaitForLeader();
+    ASSERT_NE(kNoNode, leader);
+    // One at a time: each commit needs a follower's acknowledgement of its own batch.
+    for (int i = 0; i < 30; ++i) {
+      ProposalResult r = c.node(leader)->Propose(fmt::format("item-{}", i), 5s);
+      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    }
+    const std::string node = fmt::format("{{node=\"{}\"}}", leader);
+    double in_replies = SeriesValue(c.metrics(leader), "tx_raft_reply_messages_total" + node);
+    if (acks_in_replies) {
+      EXPECT_GT(in_replies, 0);
+    } else {
+      EXPECT_EQ(0, in_replies);
+    }
+    EXPECT_EQ(0, SeriesValue(c.metrics(leader), "tx_raft_reply_refused_total" + node));
+  }
+}
+
 TEST(RaftNodeCluster, FollowerRefusesProposalNamingTheLeaderAndItsAddress) {
   Cluster c(3);
   NodeId leader = c.WaitForLeader();
@@ -578,7 +602,8 @@ TEST(RaftNodeCluster, MalformedBatchesAreRefusedAndTheNodeKeepsServing) {
     std::string error;
     Status s = pool.Call([&](raft_api::RaftServiceClient& client) {
       try {
-        client.Deliver(b);
+        raft_api::MessageBatch reply;
+        client.Deliver(reply, b);
       } catch (const raft_api::RaftError& e) {
         error = e.message;
       }
@@ -662,7 +687,8 @@ TEST(RaftNodeCluster, OutOfRangeEnumOnTheWireIsRefusedWithoutHarm) {
       std::make_shared<apache::thrift::protocol::TBinaryProtocol>(framed));
   bool refused = false;
   try {
-    reader.recv_Deliver();
+    raft_api::MessageBatch reply;
+    reader.recv_Deliver(reply);
   } catch (const raft_api::RaftError& e) {
     refused = true;
     EXPECT_NE(std::string::npos, e.message.find("unknown type 77")) << e.message;
