@@ -1,6 +1,8 @@
 // RaftExample: the control interface of raft_example_server, a replicated append-only list used
 // by the real-process Raft test (tests/integration/raft_failover_test.cc) and `txbench raft`.
-// Served on the same port as RaftService, multiplexed under the name "example".
+// Served on the same port as RaftService, multiplexed under the name "example", and with
+// raft_example_server --client-listen also alone on a client port (an epoll server that accepts
+// the "example:" prefix or none).
 
 namespace cpp tx.raft_example
 

@@ -6,9 +6,12 @@
 //       --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
 //
 // One port serves both RaftService ("raft") and the RaftExample control service ("example")
-// through a TMultiplexedProcessor, the way txcoord shares its port. When serving, it prints
-// "listening on HOST:PORT" on stdout (for scripts and tests); logs go to stderr. SIGTERM or
-// SIGINT stop it cleanly.
+// through a TMultiplexedProcessor, the way txcoord shares its port. With --client-listen,
+// RaftExample is also served alone on a second port by an EpollServer, where no call holds a
+// thread while it waits for its commit (AsyncExampleService below; docs/raft.md, "Proposals and
+// reads"): what txbench's proposers use. When serving, it prints "listening on HOST:PORT" (the
+// Raft port) on stdout (for scripts and tests); logs go to stderr. SIGTERM or SIGINT stop it
+// cleanly.
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
