@@ -46,6 +46,16 @@ class FaultInjectionWritableFile final : public WritableFile {
     return base_->Preallocate(size_bytes);
   }
 
+  Status ZeroFill(uint64_t from, uint64_t to) override {
+    TX_RETURN_IF_ERROR(fs_->InjectedFailure(FaultInjectionFileSystem::Op::kAppend));
+    // Zeros past the append position: a crash (DropUnsyncedData) cuts the file back to what was
+    // synced, and lost zeros read the same as none. Space: the log fills only space it
+    // preallocated, which was counted then.
+    TX_RETURN_IF_ERROR(base_->ZeroFill(from, to));
+    fs_->OnZeroFilled(to - from);
+    return Status::OK();
+  }
+
   Status Close() override { return base_->Close(); }
   uint64_t Size() const override { return base_->Size(); }
 
@@ -154,6 +164,16 @@ uint64_t FaultInjectionFileSystem::sync_count() const {
 uint64_t FaultInjectionFileSystem::sync_dir_count() const {
   std::lock_guard lock(mu_);
   return sync_dir_count_;
+}
+
+uint64_t FaultInjectionFileSystem::zero_filled_bytes() const {
+  std::lock_guard lock(mu_);
+  return zero_filled_bytes_;
+}
+
+void FaultInjectionFileSystem::OnZeroFilled(uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  zero_filled_bytes_ += bytes;
 }
 
 StatusOr<std::unique_ptr<WritableFile>> FaultInjectionFileSystem::NewWritableFile(

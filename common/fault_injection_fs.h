@@ -55,6 +55,8 @@ class FaultInjectionFileSystem final : public FileSystem {
   // Counters, for asserting that a component synced as it promised.
   uint64_t sync_count() const;
   uint64_t sync_dir_count() const;
+  // Bytes written as zeros ahead of the append position (WritableFile::ZeroFill).
+  uint64_t zero_filled_bytes() const;
 
   // FileSystem:
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
@@ -81,6 +83,7 @@ class FaultInjectionFileSystem final : public FileSystem {
   bool ReserveSpaceExactly(uint64_t wanted);
   void OnSynced(const std::string& path, uint64_t size);
   void OnSizeChanged(const std::string& path, uint64_t size);
+  void OnZeroFilled(uint64_t bytes);
 
   FileSystem* const base_;
   std::atomic<bool> syncs_reach_disk_{true};
@@ -93,6 +96,7 @@ class FaultInjectionFileSystem final : public FileSystem {
   std::set<std::string> unsynced_creations_;     // guarded by mu_; entries not yet SyncDir'ed
   uint64_t sync_count_ = 0;                      // guarded by mu_
   uint64_t sync_dir_count_ = 0;                  // guarded by mu_
+  uint64_t zero_filled_bytes_ = 0;               // guarded by mu_
 };
 
 }  // namespace tx

@@ -7,9 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <system_error>
+
+#include "common/check.h"
 
 namespace tx {
 namespace {
@@ -71,6 +74,22 @@ class PosixWritableFile final : public WritableFile {
     if (r < 0) {
       if (errno == EOPNOTSUPP || errno == ENOSYS) return Status::OK();  // e.g. tmpfs on old kernels
       return Status::FromErrno(errno, fmt::format("fallocate {} to {} bytes", path_, size_bytes));
+    }
+    return Status::OK();
+  }
+
+  Status ZeroFill(uint64_t from, uint64_t to) override {
+    TX_CHECK(size_ <= from && from <= to, "ZeroFill [{}, {}) of {} with {} bytes appended", from,
+             to, path_, size_);
+    static const std::string zeros(64 << 10, '\0');
+    while (from < to) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, zeros.size()));
+      const ssize_t w = ::pwrite(fd_, zeros.data(), n, static_cast<off_t>(from));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        return Status::FromErrno(errno, fmt::format("write zeros to {} at {}", path_, from));
+      }
+      from += static_cast<uint64_t>(w);
     }
     return Status::OK();
   }

@@ -44,6 +44,14 @@ class WritableFile {
   // system cannot preallocate.
   virtual Status Preallocate(uint64_t size_bytes) = 0;
 
+  // Writes zeros over bytes [from, to) past the append position (Size() <= from <= to), without
+  // moving it, so that the file reads the same but its blocks there are written: ext4 keeps
+  // fallocate'd blocks as "unwritten" extents, and the first write into one makes the next
+  // fdatasync also commit the extent's conversion in the journal. A log that fills space ahead
+  // of its appends (and syncs it) makes its later fdatasyncs data-only. Not durable until
+  // Sync(); on error some of the range may hold zeros.
+  virtual Status ZeroFill(uint64_t from, uint64_t to) = 0;
+
   // Closes the handle. Does not sync.
   virtual Status Close() = 0;
 

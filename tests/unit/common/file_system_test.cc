@@ -38,6 +38,24 @@ TEST(PosixFileSystem, TruncateThenAppendContinuesAtNewEnd) {
   EXPECT_EQ("abXY", *ReadFileToString(fs, path));
 }
 
+TEST(PosixFileSystem, ZeroFillWritesZerosAheadWithoutMovingTheAppendPosition) {
+  testing::TempDir dir;
+  FileSystem* fs = FileSystem::Default();
+  std::string path = JoinPath(dir.path(), "f");
+  auto file = fs->NewWritableFile(path);
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->Append("abc").ok());
+  ASSERT_TRUE((*file)->Preallocate(4096).ok());
+  ASSERT_TRUE((*file)->ZeroFill(3, 70000).ok());  // past the preallocated space too
+  EXPECT_EQ(3u, (*file)->Size());
+  ASSERT_TRUE((*file)->Append("de").ok());  // over the zeros, not after them
+  ASSERT_TRUE((*file)->Sync().ok());
+  EXPECT_EQ(5u, (*file)->Size());
+  auto contents = ReadFileToString(fs, path);
+  ASSERT_TRUE(contents.ok());
+  EXPECT_EQ("abcde" + std::string(70000 - 5, '\0'), *contents);
+}
+
 TEST(PosixFileSystem, MissingFileIsNotFound) {
   testing::TempDir dir;
   auto r = FileSystem::Default()->NewRandomAccessFile(JoinPath(dir.path(), "nope"));
