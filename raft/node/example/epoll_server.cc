@@ -400,7 +400,10 @@ class EpollServer::Loop : public std::enable_shared_from_this<EpollServer::Loop>
   bool accept_paused_ = false;
 
   std::mutex held_mu_;
-  std::vector<uint64_t> held_;  // GUARDED_BY(held_mu_): connections with a frame to serve
+  // GUARDED_BY(held_mu_): connections with a frame to serve. Bounded by the open connections:
+  // a connection is posted only when its reply goes out, and its next reply needs the I/O
+  // thread to dispatch first, which drains this.
+  std::vector<uint64_t> held_;
 };
 
 EpollServer::Responder::Responder(std::shared_ptr<Connection> connection, uint64_t seq)
