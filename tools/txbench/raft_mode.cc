@@ -5,10 +5,11 @@
 // cluster; each proposer proposes --size-byte items in a closed loop (the next as soon as the
 // last is committed and applied on the leader), one Propose RPC per item, or with
 // --in-flight K, K items at a time in one ProposeMany RPC (each item its own log entry and
-// outcome). Printed per run and as the median run: proposals committed per second and commit
-// latency p50/p99 as the proposer sees it (the RPC to the leader + replication + fdatasync on
-// a majority + apply). After each run the replicas must converge on the same list, holding at
-// least every acknowledged item.
+// outcome). With --proposer-model loop the proposers are connections driven by one epoll
+// thread (one Propose in flight each) rather than threads. Printed per run and as the median run:
+// proposals committed per second and commit latency p50/p99 as the proposer sees it (the RPC to the
+// leader + replication + fdatasync on a majority + apply). After each run the replicas must
+// converge on the same list, holding at least every acknowledged item.
 //
 // Failover: --failover-rounds rounds on one cluster under a light stream of proposals: kill -9
 // the leader, measure until the first proposal is committed by a new leader, restart the
