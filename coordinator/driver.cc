@@ -224,6 +224,9 @@ class Driver::Impl {
   void Service(Txn& t, Actions& a);
   void Schedule(Txn& t);
   void NextPhase(Txn& t, Phase phase);
+  // NextPhase into a phase that begins with a proposal to the log (a decision, a pre-commit, an
+  // end record): its proposal retries start afresh too.
+  void NextLoggingPhase(Txn& t, Phase phase);
   TimePoint Backoff(int attempts, std::chrono::milliseconds max);
 
   // Collecting votes.
@@ -676,6 +679,12 @@ void Driver::Impl::NextPhase(Txn& t, Phase phase) {
     p.attempts = 0;
     p.next_attempt = TimePoint{};
   }
+}
+
+void Driver::Impl::NextLoggingPhase(Txn& t, Phase phase) {
+  NextPhase(t, phase);
+  t.proposal_attempts = 0;
+  t.propose_retry_at = TimePoint{};
 }
 
 void Driver::Impl::Commit(const api::CommitTransactionRequest& request,
@@ -1388,9 +1397,7 @@ void Driver::Impl::StartDecision(Txn& t, Outcome::type outcome, Origin::type ori
     FinishUnlogged(t, outcome, t.reason_code, t.reason, "two_phase", a);
     return;
   }
-  NextPhase(t, Phase::kDeciding);
-  t.proposal_attempts = 0;
-  t.propose_retry_at = TimePoint{};
+  NextLoggingPhase(t, Phase::kDeciding);
   ProposeDecision(t, a);
 }
 
@@ -1584,9 +1591,7 @@ void Driver::Impl::StartPreCommit(Txn& t, Actions& a) {
     p.target = p.vote == LogVote::YES;
     p.precommitted = false;
   }
-  NextPhase(t, Phase::kPreCommitLogging);
-  t.proposal_attempts = 0;
-  t.propose_retry_at = TimePoint{};
+  NextLoggingPhase(t, Phase::kPreCommitLogging);
   ProposePreCommit(t, a);
 }
 
@@ -1811,9 +1816,7 @@ void Driver::Impl::ServicePhaseTwo(Txn& t, Actions& a) {
     Remove(t);
     return;
   }
-  NextPhase(t, Phase::kEnding);
-  t.proposal_attempts = 0;
-  t.propose_retry_at = TimePoint{};
+  NextLoggingPhase(t, Phase::kEnding);
   ProposeEnd(t, a);
 }
 
