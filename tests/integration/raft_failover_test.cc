@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "raft/node/example/example_client.h"
+#include "tests/support/poll.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -34,6 +35,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using example::ExampleClusterClient;
+using tx::testing::PollUntil;
 
 #ifdef TX_SANITIZE_BUILD
 constexpr int kAckedBeforeKill = 500;
@@ -43,16 +45,6 @@ constexpr int kAckedBeforeKill = 3000;
 constexpr int kAckedAfterKill = 1500;
 #endif
 constexpr int kWriterThreads = 4;
-
-template <typename Pred>
-bool PollUntil(Pred pred, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
 
 uint16_t FreePort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "client/coordinator_channel.h"
+#include "tests/support/poll.h"
 #include "tests/unit/client/fakes.h"
 
 namespace tx::client {
@@ -26,6 +27,7 @@ using testing::FakeParticipant;
 using testing::MakeTxError;
 using testing::ParticipantServer;
 using Clock = std::chrono::steady_clock;
+using tx::testing::PollUntil;
 
 ClientOptions FastOptions() {
   ClientOptions o;
@@ -43,17 +45,6 @@ std::unique_ptr<Client> MakeClient(const std::vector<std::string>& endpoints,
   StatusOr<std::unique_ptr<Client>> c = Client::Create(endpoints, options);
   EXPECT_TRUE(c.ok()) << c.status().ToString();
   return *std::move(c);
-}
-
-// Polls `done` until it holds or `timeout` passes.
-template <typename Fn>
-bool Eventually(Fn done, milliseconds timeout = milliseconds(5'000)) {
-  const auto until = Clock::now() + timeout;
-  while (Clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(2));
-  }
-  return done();
 }
 
 // A closed loopback port: bound, then released, so connects are refused.
@@ -260,7 +251,8 @@ TEST(ClientRetry, BeginSucceedsOnceARestartedCoordinatorServesAgain) {
   std::future<StatusOr<Transaction>> begun =
       std::async(std::launch::async, [&] { return client->Begin(); });
   // The client keeps trying the dead address...
-  ASSERT_TRUE(Eventually([&] { return client->stats().attempts >= attempts_before + 3; }));
+  ASSERT_TRUE(PollUntil([&] { return client->stats().attempts >= attempts_before + 3; },
+                        milliseconds(5'000)));
   // ...and gets its answer from the restarted process on the same port.
   c.leader.Restart();
   StatusOr<Transaction> t = begun.get();

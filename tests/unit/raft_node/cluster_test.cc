@@ -26,6 +26,7 @@
 #include "common/rpc/client.h"
 #include "raft/node/example/append_log.h"
 #include "raft/node/node.h"
+#include "tests/support/poll.h"
 #include "tests/support/temp_dir.h"
 
 namespace tx::raft {
@@ -40,14 +41,10 @@ constexpr int kScale = 4;  // sanitizers are several times slower: fewer proposa
 constexpr int kScale = 1;
 #endif
 
+// Most waits here span elections and replication, hence 15 s unless a test says otherwise.
 template <typename Pred>
 bool PollUntil(Pred pred, std::chrono::milliseconds timeout = 15s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
+  return tx::testing::PollUntil(pred, timeout);
 }
 
 // A port the kernel considers free right now (bind to port 0, read it back, close). Another

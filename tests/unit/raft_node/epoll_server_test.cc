@@ -21,10 +21,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/poll.h"
+
 namespace tx::raft::example {
 namespace {
 
 using namespace std::chrono_literals;
+using tx::testing::PollUntil;
 
 // Requests the server dispatched, for the test thread to answer.
 class Inbox {
@@ -131,16 +134,6 @@ class RawClient {
 
   int fd_ = -1;
 };
-
-template <typename Pred>
-bool PollUntil(Pred pred, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
-}
 
 TEST(EpollServer, ReplySentFromAnotherThreadReachesTheClient) {
   Inbox inbox;

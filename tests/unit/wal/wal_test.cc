@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <functional>
 #include <future>
 #include <latch>
 #include <string>
@@ -12,6 +11,7 @@
 
 #include "common/failpoint.h"
 #include "common/fault_injection_fs.h"
+#include "tests/support/poll.h"
 #include "tests/support/temp_dir.h"
 #include "wal/log_format.h"
 
@@ -19,6 +19,7 @@ namespace tx::wal {
 namespace {
 
 using Op = FaultInjectionFileSystem::Op;
+using tx::testing::PollUntil;
 
 std::string PayloadFor(uint64_t n, size_t size = 0) {
   std::string p = "record-" + std::to_string(n) + "-";
@@ -26,16 +27,6 @@ std::string PayloadFor(uint64_t n, size_t size = 0) {
   while (p.size() < size) p.push_back(static_cast<char>('a' + (n + p.size()) % 26));
   p.resize(size);
   return p;
-}
-
-// Polls `condition` until it holds or 10 s pass; returns whether it held.
-bool Eventually(const std::function<bool()>& condition) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
-  return true;
 }
 
 // Holds the log's sync thread inside an OnDurable callback until Release(), and keeps a
@@ -275,7 +266,7 @@ TEST_F(WalTest, WaitersOfTheRunningAndOfTheNextRoundAreBothReleased) {
   // Record 2 came after that round began: only the next round covers it, so this waiter sleeps
   // on another wake-up bit than the first.
   auto next = std::async(std::launch::async, [&] { return wal->WaitDurable(2); });
-  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == 2; }));
+  ASSERT_TRUE(PollUntil([&] { return wal->blocked_waiter_count() == 2; }, kWaitLimit));
   EXPECT_EQ(0u, wal->durable_index());
   release.set_value();
   ASSERT_EQ(std::future_status::ready, covered.wait_for(kWaitLimit));
@@ -300,7 +291,7 @@ TEST_F(WalTest, LoneWaiterRunsTheRoundItselfAndIsNotReportedDurableBeforeItsFdat
     // Nothing may be reported durable while the fdatasync that covers it runs.
     EXPECT_EQ(0u, wal->durable_index());
   });
-  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == 0; }));
+  ASSERT_TRUE(PollUntil([&] { return wal->blocked_waiter_count() == 0; }, kWaitLimit));
   ASSERT_TRUE(wal->WaitDurable(1).ok());
   EXPECT_EQ(1u, wal->durable_index());
   EXPECT_EQ(1, syncs.load());
@@ -334,7 +325,7 @@ TEST_F(WalTest, ManyBlockedWaitersAllGetTheErrorOfAFailedFdatasync) {
       return index.ok() ? wal->WaitDurable(*index) : index.status();
     }));
   }
-  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == kWaiters; }));
+  ASSERT_TRUE(PollUntil([&] { return wal->blocked_waiter_count() == kWaiters; }, kWaitLimit));
   fs_.FailOperation(Op::kSync, Status::IOError("injected EIO"));
   release.set_value();
   Status c = callback.get_future().get();
@@ -357,7 +348,7 @@ TEST_F(WalTest, TruncationEndsWaitsForRemovedRecordsEvenIfTheirIndexIsReused) {
   auto waiter = std::async(std::launch::async, [&] { return wal->WaitDurable(3); });
   std::promise<Status> callback;
   wal->OnDurable(3, [&](Status s) { callback.set_value(s); });
-  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == 1; }));
+  ASSERT_TRUE(PollUntil([&] { return wal->blocked_waiter_count() == 1; }, kWaitLimit));
   ASSERT_TRUE(wal->TruncateSuffix(3).ok());
   EXPECT_EQ(3u, AppendMany(wal.get(), 100, 1));  // a different record takes index 3
   // The wait ends at the truncation, not with the new record's fdatasync (none can run yet).
@@ -377,7 +368,7 @@ TEST_F(WalTest, DestroyingTheLogReleasesABlockedWaiterWithTheFinalSyncsOutcome) 
   auto parker = std::make_unique<SyncThreadParker>(wal.get());  // records 1-2
   AppendMany(wal.get(), 3, 1);
   auto waiter = std::async(std::launch::async, [&] { return wal->WaitDurable(3); });
-  ASSERT_TRUE(Eventually([&] { return wal->blocked_waiter_count() == 1; }));
+  ASSERT_TRUE(PollUntil([&] { return wal->blocked_waiter_count() == 1; }, kWaitLimit));
   // Closing syncs record 3 itself and releases the waiter, though the sync thread is parked.
   auto destroyer = std::async(std::launch::async, [&] { wal.reset(); });
   ASSERT_EQ(std::future_status::ready, waiter.wait_for(kWaitLimit));
