@@ -53,6 +53,11 @@ class ThriftParticipantChannel::Pools {
   // Calls not yet started fail at once from now on (a quick shutdown).
   void Cancel() { cancelled_.store(true); }
 
+  void CloseIdleConnections() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [address, pool] : pools_) pool->Reset();
+  }
+
  private:
   const rpc::RpcClientOptions options_;
   Clock* const clock_;
@@ -135,6 +140,8 @@ ThriftParticipantChannel::ThriftParticipantChannel(ThreadPool* pool, rpc::RpcCli
 ThriftParticipantChannel::~ThriftParticipantChannel() = default;
 
 void ThriftParticipantChannel::Cancel() { pools_->Cancel(); }
+
+void ThriftParticipantChannel::CloseIdleConnections() { pools_->CloseIdleConnections(); }
 
 void ThriftParticipantChannel::Prepare(const std::string& address, api::PrepareRequest request,
                                        ReplyCallback<api::PrepareResponse> done) {
@@ -502,6 +509,9 @@ void CoordinatorServer::Impl::MonitorLoop() {
     } else if (!leading && driver_->serving()) {
       driver_->StepDown();
     }
+    // Every tick, not only at the step-down: calls in flight then return their connections to
+    // the pools afterwards. Cheap when the pools are empty.
+    if (!driver_->serving()) channel_->CloseIdleConnections();
     driver_->Tick();
     monitor_waiter_->WaitFor(options_.driver_tick);
   }

@@ -141,6 +141,13 @@ class ThriftParticipantChannel final : public ParticipantChannel {
   // Calls not yet started fail with Cancelled from now on (shutdown).
   void Cancel();
 
+  // Closes every idle pooled connection (a call in flight keeps its own and returns it to the
+  // pool afterwards). For a replica that does not lead: it will not call participants until it
+  // leads again, and its pools (up to max_idle_connections per participant) would otherwise hold
+  // the participants' connection slots until their idle timeout, while the new leader needs
+  // them. The replica's monitor calls it on every tick while it does not serve.
+  void CloseIdleConnections();
+
   class Pools;
 
  private:
