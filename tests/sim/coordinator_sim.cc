@@ -1060,14 +1060,14 @@ void Simulation::StartTerminationRound(Participant& p, TxId txid) {
         }
         continue;
       }
-      const TxId txid = round->txid;
+      const TxId round_txid = round->txid;
       Rpc<bool>(
           kPartBase + round->backup, kPartBase + q,
-          [this, q, txid, commit](std::function<void(bool)> reply) {
+          [this, q, round_txid, commit](std::function<void(bool)> reply) {
             if (commit) {
-              reply(!PCommit(participants_[q], txid, true).error.has_value());
+              reply(!PCommit(participants_[q], round_txid, true).error.has_value());
             } else {
-              reply(!PAbort(participants_[q], txid, true).error.has_value());
+              reply(!PAbort(participants_[q], round_txid, true).error.has_value());
             }
           },
           kParticipantCallMs, [](std::optional<bool>) {});
@@ -1115,16 +1115,16 @@ void Simulation::StartTerminationRound(Participant& p, TxId txid) {
       }
     };
     for (int q : prepared) {
-      const TxId txid = round->txid;
+      const TxId round_txid = round->txid;
       if (q == round->backup) {
-        PReply<api::PreCommitResponse> r = PPreCommit(participants_[q], txid, true);
+        PReply<api::PreCommitResponse> r = PPreCommit(participants_[q], round_txid, true);
         one(!r.error.has_value() && r.resp.state == api::TxState::PRECOMMITTED);
         continue;
       }
       Rpc<PReply<api::PreCommitResponse>>(
           kPartBase + round->backup, kPartBase + q,
-          [this, q, txid](std::function<void(PReply<api::PreCommitResponse>)> reply) {
-            reply(PPreCommit(participants_[q], txid, true));
+          [this, q, round_txid](std::function<void(PReply<api::PreCommitResponse>)> reply) {
+            reply(PPreCommit(participants_[q], round_txid, true));
           },
           kParticipantCallMs,
           [one](std::optional<PReply<api::PreCommitResponse>> r) {
@@ -1149,8 +1149,9 @@ void Simulation::StartTerminationRound(Participant& p, TxId txid) {
               end_round();  // a lower-named reachable participant runs the round
               return;
             }
-            const TxId txid = round->txid;
-            ask_all([this, txid](Participant& q) { return PTermState(q, txid, true); }, decide);
+            const TxId round_txid = round->txid;
+            ask_all([this, round_txid](Participant& q) { return PTermState(q, round_txid, true); },
+                    decide);
           });
 }
 
