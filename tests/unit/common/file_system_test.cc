@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "common/fault_injection_fs.h"
@@ -11,47 +12,47 @@
 namespace tx {
 namespace {
 
-TEST(PosixFileSystem, AppendSyncReadBack) {
-  testing::TempDir dir;
-  FileSystem* fs = FileSystem::Default();
-  std::string path = JoinPath(dir.path(), "f");
-  auto file = fs->NewWritableFile(path);
-  ASSERT_TRUE(file.ok()) << file.status().ToString();
-  ASSERT_TRUE((*file)->Append("hello ").ok());
-  ASSERT_TRUE((*file)->Append("world").ok());
-  ASSERT_TRUE((*file)->Sync().ok());
-  EXPECT_EQ(11u, (*file)->Size());
-  auto contents = ReadFileToString(fs, path);
+// A new, empty file "f" in a temporary directory, opened for writing.
+class PosixWritableFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto file = fs_->NewWritableFile(path_);
+    ASSERT_TRUE(file.ok()) << file.status().ToString();
+    file_ = std::move(file).value();
+  }
+
+  testing::TempDir dir_;
+  FileSystem* const fs_ = FileSystem::Default();
+  const std::string path_ = JoinPath(dir_.path(), "f");
+  std::unique_ptr<WritableFile> file_;
+};
+
+TEST_F(PosixWritableFile, AppendSyncReadBack) {
+  ASSERT_TRUE(file_->Append("hello ").ok());
+  ASSERT_TRUE(file_->Append("world").ok());
+  ASSERT_TRUE(file_->Sync().ok());
+  EXPECT_EQ(11u, file_->Size());
+  auto contents = ReadFileToString(fs_, path_);
   ASSERT_TRUE(contents.ok());
   EXPECT_EQ("hello world", *contents);
 }
 
-TEST(PosixFileSystem, TruncateThenAppendContinuesAtNewEnd) {
-  testing::TempDir dir;
-  FileSystem* fs = FileSystem::Default();
-  std::string path = JoinPath(dir.path(), "f");
-  auto file = fs->NewWritableFile(path);
-  ASSERT_TRUE(file.ok());
-  ASSERT_TRUE((*file)->Append("abcdef").ok());
-  ASSERT_TRUE((*file)->Truncate(2).ok());
-  ASSERT_TRUE((*file)->Append("XY").ok());
-  EXPECT_EQ("abXY", *ReadFileToString(fs, path));
+TEST_F(PosixWritableFile, TruncateThenAppendContinuesAtNewEnd) {
+  ASSERT_TRUE(file_->Append("abcdef").ok());
+  ASSERT_TRUE(file_->Truncate(2).ok());
+  ASSERT_TRUE(file_->Append("XY").ok());
+  EXPECT_EQ("abXY", *ReadFileToString(fs_, path_));
 }
 
-TEST(PosixFileSystem, ZeroFillWritesZerosAheadWithoutMovingTheAppendPosition) {
-  testing::TempDir dir;
-  FileSystem* fs = FileSystem::Default();
-  std::string path = JoinPath(dir.path(), "f");
-  auto file = fs->NewWritableFile(path);
-  ASSERT_TRUE(file.ok());
-  ASSERT_TRUE((*file)->Append("abc").ok());
-  ASSERT_TRUE((*file)->Preallocate(4096).ok());
-  ASSERT_TRUE((*file)->ZeroFill(3, 70000).ok());  // past the preallocated space too
-  EXPECT_EQ(3u, (*file)->Size());
-  ASSERT_TRUE((*file)->Append("de").ok());  // over the zeros, not after them
-  ASSERT_TRUE((*file)->Sync().ok());
-  EXPECT_EQ(5u, (*file)->Size());
-  auto contents = ReadFileToString(fs, path);
+TEST_F(PosixWritableFile, ZeroFillWritesZerosAheadWithoutMovingTheAppendPosition) {
+  ASSERT_TRUE(file_->Append("abc").ok());
+  ASSERT_TRUE(file_->Preallocate(4096).ok());
+  ASSERT_TRUE(file_->ZeroFill(3, 70000).ok());  // past the preallocated space too
+  EXPECT_EQ(3u, file_->Size());
+  ASSERT_TRUE(file_->Append("de").ok());  // over the zeros, not after them
+  ASSERT_TRUE(file_->Sync().ok());
+  EXPECT_EQ(5u, file_->Size());
+  auto contents = ReadFileToString(fs_, path_);
   ASSERT_TRUE(contents.ok());
   EXPECT_EQ("abcde" + std::string(70000 - 5, '\0'), *contents);
 }
