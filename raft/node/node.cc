@@ -146,6 +146,13 @@ class RaftNode::Impl {
   };
 
   void ReadyLoop();
+  // Runs one Ready: takes the core's output, sends what may leave now, hands committed entries
+  // to the apply thread, persists, then releases what depended on the write and advances the
+  // core. Called by the Ready loop, or by a follower's RPC handler that would otherwise wait for
+  // the loop (StepBatch). Requires mu_ (held through `lock`, released while persisting and
+  // held again on return) and ready_running_ false. Returns false when Readies must stop:
+  // the node is stopping or its storage failed (the waiters were then failed).
+  bool RunReadyLocked(std::unique_lock<std::mutex>& lock);
   void ApplyLoop();
   void TickLoop();
 
@@ -201,6 +208,7 @@ class RaftNode::Impl {
   Counter* step_errors_ = nullptr;
   Counter* snapshots_created_ = nullptr;
   Counter* snapshots_installed_ = nullptr;
+  Counter* handler_readies_ = nullptr;
   Histogram* fsync_seconds_ = nullptr;
   Histogram* commit_seconds_ = nullptr;
   std::map<std::string, Counter*> proposal_counters_;  // by result; filled in Init()
@@ -216,13 +224,16 @@ class RaftNode::Impl {
   uint64_t next_read_ctx_ = 1;        // GUARDED_BY(mu_)
   // Ready batches taken from the core, and of those the ones persisted and advanced; a
   // follower's RPC handler waits on persisted_cv_ for its entries to be durable (StepBatch).
-  uint64_t readies_started_ = 0;          // GUARDED_BY(mu_)
+  uint64_t readies_started_ = 0;  // GUARDED_BY(mu_)
+  // A Ready is between GetReady and Advance (RunReadyLocked); Readies run one at a time, in
+  // order, on the Ready loop or on a follower's handler thread.
+  bool ready_running_ = false;            // GUARDED_BY(mu_)
   uint64_t readies_persisted_ = 0;        // GUARDED_BY(mu_)
   int persist_waiters_ = 0;               // GUARDED_BY(mu_)
   std::condition_variable persisted_cv_;  // with mu_
   uint64_t step_errors_logged_ = 0;       // GUARDED_BY(mu_)
   std::atomic<bool> stop_requested_{false};
-  // Ready loop only: the term this replica leads (0 when it does not).
+  // Whoever runs the Ready (ready_running_): the term this replica leads (0 when it does not).
   Term leading_term_ = 0;
 
   // --- waiting proposals and reads. Lock order: mu_ before waiters_mu_. ---
@@ -366,6 +377,12 @@ Status RaftNode::Impl::Init() {
                                         "Snapshots created or installed.", {"node", "kind"});
   snapshots_created_ = snapshots->WithLabels({node, "created"});
   snapshots_installed_ = snapshots->WithLabels({node, "installed"});
+  handler_readies_ =
+      m->AddCounterFamily("tx_raft_handler_readies_total",
+                          "Ready batches a follower's RPC handler persisted itself (the Ready "
+                          "loop was idle) instead of waiting for the Ready loop.",
+                          {"node"})
+          ->WithLabels({node});
   fsync_seconds_ =
       m->AddHistogramFamily("tx_raft_fsync_seconds", "WAL append + fdatasync of one Ready batch.",
                             {"node"}, kLatencyBucketsSeconds)
@@ -507,6 +524,11 @@ void RaftNode::Impl::Stop() {
   ready_cv_.notify_all();
   state_cv_.notify_all();
   persisted_cv_.notify_all();
+  {
+    // A handler running a Ready (StepBatch) may be waiting for room in the apply queue.
+    std::lock_guard lock(apply_mu_);
+    apply_space_cv_.notify_all();
+  }
   if (server_ != nullptr) server_->Stop();
   tick_waiter_.Notify();
   if (tick_thread_.joinable()) tick_thread_.join();
@@ -534,83 +556,101 @@ void RaftNode::Impl::Stop() {
 void RaftNode::Impl::ReadyLoop() {
   std::unique_lock lock(mu_);
   while (true) {
-    ready_cv_.wait(lock, [&] { return stopping_ || (failed_.ok() && raft_->HasReady()); });
+    ready_cv_.wait(
+        lock, [&] { return stopping_ || (failed_.ok() && !ready_running_ && raft_->HasReady()); });
     if (stopping_) return;
-    Ready rd = raft_->GetReady();
-    ++readies_started_;
-    if (rd.soft_state.has_value()) {
-      spdlog::info("raft node {}: {} in term {} (leader: {})", options_.id,
-                   RoleName(rd.soft_state->role), raft_->term(), rd.soft_state->leader);
-      role_gauge_->Set(static_cast<double>(rd.soft_state->role));
-      state_cv_.notify_all();
-    }
-    std::optional<Term> lost_leadership;
-    if (raft_->role() == Role::kLeader) {
-      leading_term_ = raft_->term();
-    } else if (leading_term_ != 0) {
-      lost_leadership = leading_term_;
-      leading_term_ = 0;
-    }
-    term_gauge_->Set(static_cast<double>(raft_->term()));
-    // 1. The leader's replication traffic goes out now, in parallel with its own write.
-    transport_->Send(std::move(rd.messages));
-    lock.unlock();
-
-    // 4 (early). Committed entries were durable before this batch was built, so the apply
-    // thread may apply them while this batch is persisted.
-    ApplyTask task;
-    task.lost_leadership = lost_leadership;
-    task.snapshot = rd.snapshot;
-    task.entries = std::move(rd.committed_entries);
-    task.read_states = std::move(rd.read_states);
-    task.bytes =
-        EntriesBytes(task.entries) + (task.snapshot.has_value() ? task.snapshot->data->size() : 0);
-    if (task.lost_leadership.has_value() || task.snapshot.has_value() || !task.entries.empty() ||
-        !task.read_states.empty()) {
-      std::unique_lock alock(apply_mu_);
-      apply_space_cv_.wait(alock, [&] {
-        return stop_requested_.load() || apply_queue_bytes_ == 0 ||
-               apply_queue_bytes_ + task.bytes <= kMaxApplyQueueBytes;
-      });
-      if (stop_requested_.load()) return;
-      apply_queue_bytes_ += task.bytes;
-      apply_queue_.push_back(std::move(task));
-      apply_cv_.notify_one();
-    }
-
-    // 2. Persist: snapshot, truncation, entries (one WAL write + fdatasync), hard state.
-    Status s;
-    if (rd.MustPersist()) {
-      s = TX_FAILPOINT_STATUS("raft.node.before_persist");
-      if (s.ok()) s = storage_->Persist(rd);
-      if (s.ok()) {
-        entries_persisted_->Increment(rd.entries.size());
-        if (!rd.entries.empty()) {
-          last_index_gauge_->Set(static_cast<double>(rd.entries.back().index));
-        }
-        if (rd.snapshot.has_value()) snapshots_installed_->Increment();
-      }
-      // Crash here: durable, but neither acknowledged to the core nor to any peer.
-      TX_FAILPOINT("raft.node.after_persist");
-    }
-
-    lock.lock();
-    if (!s.ok()) {
-      FailLocked(s);
-      Status failed = failed_;
-      lock.unlock();
-      FailAllWaiters(Status::Unavailable(failed.message()));
-      return;
-    }
-    // 3. What depended on the batch being durable.
-    transport_->Send(std::move(rd.messages_after_persist));
-    // 6.
-    raft_->Advance(rd);
-    readies_persisted_ = readies_started_;
-    if (persist_waiters_ > 0) persisted_cv_.notify_all();
-    commit_gauge_->Set(static_cast<double>(raft_->commit_index()));
-    FlushLocked();
+    if (!RunReadyLocked(lock)) return;
   }
+}
+
+bool RaftNode::Impl::RunReadyLocked(std::unique_lock<std::mutex>& lock) {
+  TX_CHECK(!ready_running_, "two Readies at once");
+  ready_running_ = true;
+  Ready rd = raft_->GetReady();
+  ++readies_started_;
+  if (rd.soft_state.has_value()) {
+    spdlog::info("raft node {}: {} in term {} (leader: {})", options_.id,
+                 RoleName(rd.soft_state->role), raft_->term(), rd.soft_state->leader);
+    role_gauge_->Set(static_cast<double>(rd.soft_state->role));
+    state_cv_.notify_all();
+  }
+  std::optional<Term> lost_leadership;
+  if (raft_->role() == Role::kLeader) {
+    leading_term_ = raft_->term();
+  } else if (leading_term_ != 0) {
+    lost_leadership = leading_term_;
+    leading_term_ = 0;
+  }
+  term_gauge_->Set(static_cast<double>(raft_->term()));
+  // 1. The leader's replication traffic goes out now, in parallel with its own write.
+  transport_->Send(std::move(rd.messages));
+  lock.unlock();
+
+  // 4 (early). Committed entries were durable before this batch was built, so the apply
+  // thread may apply them while this batch is persisted.
+  ApplyTask task;
+  task.lost_leadership = lost_leadership;
+  task.snapshot = rd.snapshot;
+  task.entries = std::move(rd.committed_entries);
+  task.read_states = std::move(rd.read_states);
+  task.bytes =
+      EntriesBytes(task.entries) + (task.snapshot.has_value() ? task.snapshot->data->size() : 0);
+  if (task.lost_leadership.has_value() || task.snapshot.has_value() || !task.entries.empty() ||
+      !task.read_states.empty()) {
+    std::unique_lock alock(apply_mu_);
+    apply_space_cv_.wait(alock, [&] {
+      return stop_requested_.load() || apply_queue_bytes_ == 0 ||
+             apply_queue_bytes_ + task.bytes <= kMaxApplyQueueBytes;
+    });
+    if (stop_requested_.load()) {
+      alock.unlock();
+      lock.lock();
+      ready_running_ = false;  // stopping: this Ready is abandoned, nothing runs another
+      return false;
+    }
+    apply_queue_bytes_ += task.bytes;
+    apply_queue_.push_back(std::move(task));
+    apply_cv_.notify_one();
+  }
+
+  // 2. Persist: snapshot, truncation, entries (one WAL write + fdatasync), hard state.
+  Status s;
+  if (rd.MustPersist()) {
+    s = TX_FAILPOINT_STATUS("raft.node.before_persist");
+    if (s.ok()) s = storage_->Persist(rd);
+    if (s.ok()) {
+      entries_persisted_->Increment(rd.entries.size());
+      if (!rd.entries.empty()) {
+        last_index_gauge_->Set(static_cast<double>(rd.entries.back().index));
+      }
+      if (rd.snapshot.has_value()) snapshots_installed_->Increment();
+    }
+    // Crash here: durable, but neither acknowledged to the core nor to any peer.
+    TX_FAILPOINT("raft.node.after_persist");
+  }
+
+  lock.lock();
+  ready_running_ = false;
+  if (!s.ok()) {
+    FailLocked(s);
+    Status failed = failed_;
+    lock.unlock();
+    FailAllWaiters(Status::Unavailable(failed.message()));
+    lock.lock();
+    return false;
+  }
+  // 3. What depended on the batch being durable.
+  transport_->Send(std::move(rd.messages_after_persist));
+  // 6.
+  raft_->Advance(rd);
+  readies_persisted_ = readies_started_;
+  if (persist_waiters_ > 0) persisted_cv_.notify_all();
+  commit_gauge_->Set(static_cast<double>(raft_->commit_index()));
+  FlushLocked();
+  // Whatever arrived meanwhile goes to the Ready loop (which, when a handler ran this Ready,
+  // may have been woken and found ready_running_ set).
+  if (raft_->HasReady()) ready_cv_.notify_one();
+  return true;
 }
 
 void RaftNode::Impl::FailLocked(const Status& s) {
@@ -1069,27 +1109,41 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
       return Status::Unavailable(fmt::format("raft node {} is not running", options_.id));
     }
     bool carried_entries = false;
+    bool carried_snapshot = false;
     for (const Message& m : messages) {
       carried_entries |= m.type == MessageType::kAppend && !m.entries.empty();
+      carried_snapshot |= m.type == MessageType::kSnapshot;
     }
     refused = StepMessagesLocked(from, messages, &first_error);
     leader = raft_->role() == Role::kLeader;
-    ready_cv_.notify_one();
-    if (carried_entries && !leader) {
+    const bool wait_durable = carried_entries && !leader;
+    // Run the Ready here rather than hand it to the Ready loop and wait: the loop's wake-up and
+    // ours afterwards are two context switches on every follower batch's path (and so on every
+    // commit's). Only when the loop is idle, and not for a snapshot, whose installation may take
+    // longer than the sender waits for its reply.
+    const bool run_here = wait_durable && !ready_running_ && !carried_snapshot &&
+                          options_.persist_on_handler && raft_->HasReady();
+    if (!run_here) ready_cv_.notify_one();
+    if (wait_durable) {
       // Hold the reply until the entries are durable here (the Ready that takes them starts
       // after this point), at most kMaxDeliverHold. The sender keeps one batch in flight, so
       // this paces it to our disk: whatever the leader produces meanwhile comes in the next
-      // batch, which arrives just as our Ready loop can persist it, instead of as one small
-      // RPC per proposal that would only wait in the core for the same fdatasync.
+      // batch, which arrives just as we can persist it, instead of as one small RPC per
+      // proposal that would only wait in the core for the same fdatasync.
       const uint64_t target = readies_started_ + 1;
       held = options_.acks_in_replies;
       if (held) transport_->HoldReplies(from);
-      ++persist_waiters_;
-      durable = persisted_cv_.wait_until(
-          lock, std::chrono::steady_clock::now() + kMaxDeliverHold,
-          [&] { return readies_persisted_ >= target || stopping_ || !failed_.ok(); });
-      durable = durable && readies_persisted_ >= target;
-      --persist_waiters_;
+      if (run_here) {
+        handler_readies_->Increment();
+        (void)RunReadyLocked(lock);  // a failure stops the node: failed_ is set, waiters failed
+      } else {
+        ++persist_waiters_;
+        (void)persisted_cv_.wait_until(
+            lock, std::chrono::steady_clock::now() + kMaxDeliverHold,
+            [&] { return readies_persisted_ >= target || stopping_ || !failed_.ok(); });
+        --persist_waiters_;
+      }
+      durable = readies_persisted_ >= target && failed_.ok();
     }
   }
   // Our acknowledgement of the entries was queued for `from` when they became durable (the

@@ -20,7 +20,8 @@
 // once and replicated by per-peer sender threads, which coalesce whatever accumulated while
 // their previous batch was in flight; one Ready-loop thread persists each batch of the core's
 // output with one WAL write and one fdatasync and then releases the messages that depended on
-// it; one apply thread applies committed entries in log order and completes the proposals.
+// it (a follower's RPC handler does this itself for the entries it received when the loop is
+// idle); one apply thread applies committed entries in log order and completes the proposals.
 //
 // Thread-safety: every public method may be called from any thread, concurrently. Callbacks
 // (ProposeAsync, ReadIndexAsync) run on the node's threads, never under a node lock; they must be
@@ -173,6 +174,10 @@ struct NodeOptions {
   // (thrift/raft.thrift, Deliver) instead of sending it in an RPC of its own. false only to
   // measure the difference (txbench raft --acks-in-replies false).
   bool acks_in_replies = true;
+  // A follower's RPC handler that receives entries persists them itself when no Ready is in
+  // progress, instead of waking the Ready loop and waiting to be woken back. false only to
+  // measure the difference (txbench raft --persist-on-handler false).
+  bool persist_on_handler = true;
 
   uint64_t wal_segment_bytes = 64 << 20;
   uint64_t random_seed = 0;  // 0: from std::random_device

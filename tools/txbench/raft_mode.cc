@@ -76,6 +76,8 @@ struct Options {
   bool client_port = true;
   // Followers return their acknowledgements in the replies to the leader's batches.
   bool acks_in_replies = true;
+  // Followers' RPC handlers persist received entries themselves when the Ready loop is idle.
+  bool persist_on_handler = true;
   // "threads": each proposer is a thread making blocking calls through ExampleClusterClient.
   // "loop": each proposer is a connection of its own to the leader's client port, still with
   // one proposal in flight, and one thread drives them all with epoll (as a load generator of
@@ -138,6 +140,10 @@ class Cluster {
     if (o_.stats) argv.push_back("--print-stats");
     if (!o_.acks_in_replies) {
       argv.push_back("--acks-in-replies");
+      argv.push_back("false");
+    }
+    if (!o_.persist_on_handler) {
+      argv.push_back("--persist-on-handler");
       argv.push_back("false");
     }
     if (o_.client_port) {
@@ -647,6 +653,9 @@ RunFn Setup(CLI::App* cmd) {
   cmd->add_option("--acks-in-replies", o->acks_in_replies,
                   "true: followers acknowledge in the reply to the batch; false: in RPCs of "
                   "their own (the runtime before this option)");
+  cmd->add_option("--persist-on-handler", o->persist_on_handler,
+                  "true: a follower's RPC handler persists received entries itself when the "
+                  "Ready loop is idle; false: it always hands them to the Ready loop and waits");
   cmd->add_option("--client-port", o->client_port,
                   "true: proposers call the replicas' epoll client ports (no thread per waiting "
                   "call); false: the Raft port's thread-per-connection server");

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "RaftService.h"
+#include "common/fault_injection_fs.h"
 #include "common/rpc/client.h"
 #include "raft/node/example/append_log.h"
 #include "raft/node/node.h"
@@ -332,6 +333,67 @@ TEST(RaftNodeCluster, FollowersAcknowledgeEntriesInTheReplyToTheBatchThatCarried
     }
     EXPECT_EQ(0, SeriesValue(c.metrics(leader), "tx_raft_reply_refused_total" + node));
   }
+}
+
+// StepBatch: a follower whose Ready loop is idle persists a batch of entries on the RPC handler
+// thread that received it (tx_raft_handler_readies_total), saving two context switches per
+// batch; with persist_on_handler false every Ready runs on the Ready loop. Either way every
+// replica applies the same entries.
+TEST(RaftNodeCluster, IdleFollowerPersistsReceivedEntriesOnTheHandlerThread) {
+  for (bool persist_on_handler : {true, false}) {
+    SCOPED_TRACE(persist_on_handler);
+    Cluster c(3, [&](NodeOptions& o) { o.persist_on_handler = persist_on_handler; });
+    NodeId leader = c.WaitForLeader();
+    ASSERT_NE(kNoNode, leader);
+    constexpr int kItems = 30;
+    // One at a time, so each batch finds its follower's Ready loop idle.
+    for (int i = 0; i < kItems; ++i) {
+      ProposalResult r = c.node(leader)->Propose(fmt::format("item-{}", i), 5s);
+      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    }
+    const uint64_t want = c.log(leader)->size();
+    ASSERT_GE(want, static_cast<uint64_t>(kItems));
+    for (NodeId id : {1, 2, 3}) {
+      ASSERT_TRUE(PollUntil([&] { return c.log(id)->size() == want; })) << "node " << id;
+      EXPECT_EQ(c.log(leader)->checksum(), c.log(id)->checksum()) << "node " << id;
+      const std::string node = fmt::format("{{node=\"{}\"}}", id);
+      const double on_handler = SeriesValue(c.metrics(id), "tx_raft_handler_readies_total" + node);
+      if (id == leader || !persist_on_handler) {
+        EXPECT_EQ(0, on_handler) << "node " << id;
+      } else {
+        // Most batches find the loop idle; a heartbeat's Ready may occasionally be running.
+        EXPECT_GE(on_handler, kItems / 2) << "node " << id;
+      }
+    }
+  }
+}
+
+// A follower whose fdatasync fails while its RPC handler persists a batch (StepBatch running the
+// Ready) stops like one whose Ready loop hit the error: it reports the failure in health(), and
+// the leader and the other follower go on committing.
+TEST(RaftNodeCluster, FollowerWhoseSyncFailsOnTheHandlerThreadStopsAndTheOthersCommit) {
+  std::map<NodeId, std::unique_ptr<FaultInjectionFileSystem>> fs;
+  for (NodeId id : {1, 2, 3}) fs[id] = std::make_unique<FaultInjectionFileSystem>();
+  Cluster c(3, [&](NodeOptions& o) { o.fs = fs.at(o.id).get(); });
+  NodeId leader = c.WaitForLeader();
+  ASSERT_NE(kNoNode, leader);
+  ASSERT_TRUE(c.node(leader)->Propose("before", 5s).status.ok());
+  const NodeId failing = leader == 1 ? 2 : 1;
+  const std::string node = fmt::format("{{node=\"{}\"}}", failing);
+  const std::string handler_readies = "tx_raft_handler_readies_total" + node;
+  const double before = SeriesValue(c.metrics(failing), handler_readies);
+  fs.at(failing)->FailOperation(FaultInjectionFileSystem::Op::kSync,
+                                Status::IOError("injected: fdatasync failed"));
+  for (int i = 0; i < 10; ++i) {
+    ProposalResult r = c.node(leader)->Propose(fmt::format("after-{}", i), 5s);
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  }
+  ASSERT_TRUE(PollUntil([&] { return !c.node(failing)->health().ok(); }));
+  EXPECT_NE(std::string::npos, c.node(failing)->health().message().find("injected"))
+      << c.node(failing)->health().ToString();
+  // The failed write ran on the handler thread (no Ready runs after a storage failure).
+  EXPECT_GT(SeriesValue(c.metrics(failing), handler_readies), before);
+  EXPECT_TRUE(c.node(leader)->health().ok());
 }
 
 TEST(RaftNodeCluster, FollowerRefusesProposalNamingTheLeaderAndItsAddress) {
