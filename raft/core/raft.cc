@@ -1281,6 +1281,25 @@ bool Raft::HasReady() const {
   return snapshot_persisted_ && applied_ < std::min(log_.commit(), log_.stable_index());
 }
 
+void Raft::HandOutCommitted(uint64_t max_bytes, bool at_least_one, std::vector<Entry>* out) {
+  if (!snapshot_persisted_) return;
+  const Index hi = std::min(log_.commit(), log_.stable_index());
+  uint64_t bytes = 0;
+  while (applied_ < hi) {
+    const Entry& e = log_.At(applied_ + 1);
+    bytes += EntryBytes(e);
+    if (bytes > max_bytes && !(at_least_one && out->empty())) break;
+    out->push_back(e);
+    ++applied_;
+  }
+}
+
+std::vector<Entry> Raft::TakeCommittedEntries(uint64_t max_bytes) {
+  std::vector<Entry> entries;
+  HandOutCommitted(max_bytes, /*at_least_one=*/false, &entries);
+  return entries;
+}
+
 std::vector<Message> Raft::TakeMessages() {
   if (need_broadcast_ && role_ == Role::kLeader) BroadcastAppend();
   need_broadcast_ = false;
@@ -1320,17 +1339,8 @@ Ready Raft::GetReady() {
   rd.messages_after_persist = std::move(msgs_after_persist_);
   msgs_.clear();
   msgs_after_persist_.clear();
-  if (snapshot_persisted_) {
-    Index hi = std::min(log_.commit(), log_.stable_index());
-    uint64_t bytes = 0;
-    while (applied_ < hi) {
-      const Entry& e = log_.At(applied_ + 1);
-      bytes += EntryBytes(e);
-      if (!rd.committed_entries.empty() && bytes > config_.max_committed_bytes_per_ready) break;
-      rd.committed_entries.push_back(e);
-      ++applied_;
-    }
-  }
+  HandOutCommitted(config_.max_committed_bytes_per_ready, /*at_least_one=*/true,
+                   &rd.committed_entries);
   rd.read_states = std::move(read_states_);
   read_states_.clear();
 

@@ -32,7 +32,9 @@
 //   effects go into the next Ready. HasReady() is false while a Ready is outstanding, so at
 //   most one batch is being persisted at a time and batches are persisted in order.
 //   TakeMessages() may be called at any time (e.g. while step 2 is in progress) to send the
-//   leader's replication traffic without waiting for the next Ready.
+//   leader's replication traffic without waiting for the next Ready, and
+//   TakeCommittedEntries() to apply what an acknowledgement committed meanwhile (after the
+//   outstanding Ready's committed entries, before the next one's).
 //
 // ---------------------------------------------------------------------------------------------
 // The persistence contract (persist before send)
@@ -277,6 +279,14 @@ class Raft {
   // Leader traffic that may be sent before the outstanding Ready is persisted (the same
   // messages GetReady would put in Ready::messages).
   std::vector<Message> TakeMessages();
+  // Committed entries that the next GetReady would hand out (committed, durable locally, the
+  // snapshot base durable), in order, as many as fit in max_bytes (EntryBytes; none if the first
+  // does not fit). Callable while a Ready is outstanding: an acknowledgement that commits
+  // entries during the runtime's write need not wait for the next Ready to have them applied.
+  // Each committed entry is handed out exactly once, here or by GetReady, in index order; the
+  // runtime must apply what it takes here after the committed entries of every Ready it got
+  // before and before those of every later one.
+  std::vector<Entry> TakeCommittedEntries(uint64_t max_bytes);
 
   NodeId id() const { return id_; }
   Term term() const { return term_; }
@@ -343,6 +353,9 @@ class Raft {
   bool SendAppend(NodeId to, bool send_if_empty);
   void SendAppendsWhileOpen(NodeId to);
   void BroadcastAppend();
+  // Appends to `out` the committed, locally durable entries not handed out yet, in order, while
+  // their EntryBytes total stays within max_bytes (with at_least_one, the first one regardless).
+  void HandOutCommitted(uint64_t max_bytes, bool at_least_one, std::vector<Entry>* out);
   void BroadcastHeartbeat();
   void SendSnapshotChunks(NodeId to, Progress& pr);
   void SendTimeoutNow(NodeId to);

@@ -266,12 +266,15 @@ class Transport::PeerSender {
       const size_t count = batch.size();
       batch.clear();
       raft_api::MessageBatch reply;
+      const auto sent_at = std::chrono::steady_clock::now();
       Status s = pool->Deliver(wire, &reply);
       if (s.ok()) {
         transport_->counters_.batches_sent->Increment();
         transport_->counters_.messages_sent->Increment(count);
         failures_logged_ = 0;
-        if (!reply.messages.empty()) transport_->HandleReply(peer_, reply);
+        if (!reply.messages.empty()) {
+          transport_->HandleReply(peer_, reply, std::chrono::steady_clock::now() - sent_at);
+        }
       } else {
         transport_->counters_.send_failures->Increment();
         transport_->counters_.dropped_send_failed->Increment(count);
@@ -415,10 +418,7 @@ void Transport::Send(std::vector<Message> messages) {
 
 void Transport::SetPullCallback(std::function<void()> pull) { pull_ = std::move(pull); }
 
-void Transport::SetReplyCallback(
-    std::function<void(NodeId from, std::vector<Message> messages)> callback) {
-  on_reply_ = std::move(callback);
-}
+void Transport::SetReplyCallback(ReplyCallback callback) { on_reply_ = std::move(callback); }
 
 void Transport::HoldReplies(NodeId peer) {
   std::lock_guard lock(mu_);
@@ -435,7 +435,8 @@ void Transport::ReleaseReplies(NodeId peer, std::vector<Message>* out) {
   if (out != nullptr) CoalesceMessages(out);
 }
 
-void Transport::HandleReply(NodeId peer, raft_api::MessageBatch& reply) {
+void Transport::HandleReply(NodeId peer, raft_api::MessageBatch& reply,
+                            std::chrono::nanoseconds round_trip) {
   // The reply must come from the peer we called, to us, like any batch from it.
   StatusOr<std::vector<Message>> messages =
       reply.from_node == static_cast<int64_t>(peer)
@@ -450,7 +451,7 @@ void Transport::HandleReply(NodeId peer, raft_api::MessageBatch& reply) {
   }
   if (IncomingBlocked(peer)) return;  // lost, as a partition would
   counters_.reply_messages->Increment(messages->size());
-  if (on_reply_) on_reply_(peer, std::move(messages).value());
+  if (on_reply_) on_reply_(peer, std::move(messages).value(), round_trip);
 }
 
 void Transport::RequestPull() {

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -94,11 +95,14 @@ class Transport {
   // configured (faults apply on the sender's path only), and wakes the sender for whatever is
   // left. Holds nest (one per handler). The sending side: messages that come back in a reply
   // are validated and handed to the reply callback on the sender's thread, holding no transport
-  // lock (dropped while incoming messages from that peer are blocked). The callback is set
-  // once, before the first Send().
+  // lock (dropped while incoming messages from that peer are blocked), with the round trip of
+  // the RPC that returned them (send to reply, wall time). The sender sends nothing more to that
+  // peer until the callback returns. The callback is set once, before the first Send().
   void HoldReplies(NodeId peer);
   void ReleaseReplies(NodeId peer, std::vector<Message>* out);
-  void SetReplyCallback(std::function<void(NodeId from, std::vector<Message> messages)> callback);
+  using ReplyCallback = std::function<void(NodeId from, std::vector<Message> messages,
+                                           std::chrono::nanoseconds round_trip)>;
+  void SetReplyCallback(ReplyCallback callback);
 
   // Fault injection.
   void Block(NodeId peer, bool outgoing, bool incoming);
@@ -135,7 +139,7 @@ class Transport {
   }
 
   // Validates the messages of a reply from `peer` and hands them to on_reply_. Sender thread.
-  void HandleReply(NodeId peer, raft_api::MessageBatch& reply);
+  void HandleReply(NodeId peer, raft_api::MessageBatch& reply, std::chrono::nanoseconds round_trip);
 
   // Applies blocks and the hook to one batch bound for `peer`; may move messages into the
   // sender's delay line. Called on the sender's thread.
@@ -152,7 +156,7 @@ class Transport {
   bool stopped_ = false;                                   // GUARDED_BY(mu_)
 
   std::function<void()> pull_;  // set before senders run; constant afterwards
-  std::function<void(NodeId, std::vector<Message>)> on_reply_;  // likewise
+  ReplyCallback on_reply_;      // likewise
   std::atomic<bool> pull_requested_{false};
 
   // Set while any block or hook is configured: the fast path reads only this.

@@ -78,6 +78,8 @@ struct Options {
   bool acks_in_replies = true;
   // Followers' RPC handlers persist received entries themselves when the Ready loop is idle.
   bool persist_on_handler = true;
+  // The leaders' NodeOptions::max_append_gather, in microseconds.
+  int64_t append_gather_us = 1000;
   // "threads": each proposer is a thread making blocking calls through ExampleClusterClient.
   // "loop": each proposer is a connection of its own to the leader's client port, still with
   // one proposal in flight, and one thread drives them all with epoll (as a load generator of
@@ -146,6 +148,8 @@ class Cluster {
       argv.push_back("--persist-on-handler");
       argv.push_back("false");
     }
+    argv.push_back("--append-gather-us");
+    argv.push_back(std::to_string(o_.append_gather_us));
     if (o_.client_port) {
       argv.push_back("--client-listen");
       argv.push_back(ToString(client_addresses_.at(id)));
@@ -656,6 +660,10 @@ RunFn Setup(CLI::App* cmd) {
   cmd->add_option("--persist-on-handler", o->persist_on_handler,
                   "true: a follower's RPC handler persists received entries itself when the "
                   "Ready loop is idle; false: it always hands them to the Ready loop and waits");
+  cmd->add_option("--append-gather-us", o->append_gather_us,
+                  "longest a leader holds a follower's next batch to gather the proposals that "
+                  "come back after a commit (0: never)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}));
   cmd->add_option("--client-port", o->client_port,
                   "true: proposers call the replicas' epoll client ports (no thread per waiting "
                   "call); false: the Raft port's thread-per-connection server");

@@ -522,19 +522,23 @@ void PrintStats(uint64_t id) {
   double commit_s = Series(text, "tx_raft_commit_seconds_sum" + node);
   double in_replies = Series(text, "tx_raft_reply_messages_total" + node);
   double handler_readies = Series(text, "tx_raft_handler_readies_total" + node);
+  const std::string gather = fmt::format("tx_raft_append_gathers_total{{node=\"{}\",outcome=", id);
+  double gathers_filled = Series(text, gather + "\"filled\"}");
+  double gathers_timed_out = Series(text, gather + "\"timed_out\"}");
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
   auto seconds = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
-  std::fprintf(stderr,
-               "replica %llu: %.0f WAL syncs (%.2f entries each, mean %.0f us; %.0f Readies run by "
-               "RPC handlers); %.0f batches sent "
-               "(%.1f messages each, %.0f messages back in replies); %.0f proposals applied here, "
-               "mean propose-to-apply %.0f us; CPU %.2f s user + %.2f s system\n",
-               static_cast<unsigned long long>(id), fsyncs, fsyncs > 0 ? entries / fsyncs : 0,
-               fsyncs > 0 ? 1e6 * fsync_s / fsyncs : 0, handler_readies, batches,
-               batches > 0 ? messages / batches : 0, in_replies, commits,
-               commits > 0 ? 1e6 * commit_s / commits : 0, seconds(usage.ru_utime),
-               seconds(usage.ru_stime));
+  std::fprintf(
+      stderr,
+      "replica %llu: %.0f WAL syncs (%.2f entries each, mean %.0f us; %.0f Readies run by "
+      "RPC handlers); %.0f batches sent "
+      "(%.1f messages each, %.0f messages back in replies; %.0f gathered in full, %.0f cut "
+      "short); %.0f proposals applied here, "
+      "mean propose-to-apply %.0f us; CPU %.2f s user + %.2f s system\n",
+      static_cast<unsigned long long>(id), fsyncs, fsyncs > 0 ? entries / fsyncs : 0,
+      fsyncs > 0 ? 1e6 * fsync_s / fsyncs : 0, handler_readies, batches,
+      batches > 0 ? messages / batches : 0, in_replies, gathers_filled, gathers_timed_out, commits,
+      commits > 0 ? 1e6 * commit_s / commits : 0, seconds(usage.ru_utime), seconds(usage.ru_stime));
 }
 
 }  // namespace
@@ -548,6 +552,7 @@ int main(int argc, char** argv) {
   bool print_stats = false;
   bool acks_in_replies = true;
   bool persist_on_handler = true;
+  int64_t append_gather_us = 1000;
 
   CLI::App app{"raft_example_server: a replicated append-only list on a RaftNode."};
   app.add_option("--id", id, "this replica's id (>= 1)")->required();
@@ -570,6 +575,10 @@ int main(int argc, char** argv) {
   app.add_option("--persist-on-handler", persist_on_handler,
                  "a follower's RPC handler persists received entries itself when the Ready loop "
                  "is idle (false: it always waits for the Ready loop; for measurements)");
+  app.add_option("--append-gather-us", append_gather_us,
+                 "longest a leader holds a follower's next batch to gather the proposals that "
+                 "come back after a commit (NodeOptions::max_append_gather; 0: never)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}));
   app.add_option("--client-listen", client_listen,
                  "HOST:PORT where RaftExample alone is also served by an epoll server whose "
                  "calls hold no thread while they wait (off if empty)");
@@ -608,6 +617,7 @@ int main(int argc, char** argv) {
   options.snapshot_every_entries = snapshot_every;
   options.acks_in_replies = acks_in_replies;
   options.persist_on_handler = persist_on_handler;
+  options.max_append_gather = std::chrono::microseconds(append_gather_us);
   tx::StatusOr<std::unique_ptr<tx::raft::RaftNode>> node =
       tx::raft::RaftNode::Create(options, &log);
   if (!node.ok()) return Fail("raft node", node.status());

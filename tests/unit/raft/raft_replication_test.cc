@@ -415,6 +415,39 @@ TEST(ReadyContract, LeaderTrafficCanBeTakenWhileAReadyIsOutstanding) {
   EXPECT_EQ("b", early[0].entries.back().data) << "replicated before 'a' is even durable";
 }
 
+TEST(ReadyContract, CommittedEntriesCanBeTakenWhileAReadyIsOutstanding) {
+  Network net({1, 2, 3});
+  ElectOne(net);
+  ASSERT_TRUE(net.raft(1).Propose("a").ok());
+  Ready with_a = net.raft(1).GetReady();
+  net.node(1).storage.Persist(with_a);
+  net.raft(1).Advance(with_a);
+  std::vector<Message> appends_of_a = net.raft(1).TakeMessages();
+  for (Message& m : with_a.messages) appends_of_a.push_back(std::move(m));
+  // "b" is being written when the followers' acknowledgements of "a" arrive.
+  ASSERT_TRUE(net.raft(1).Propose("b").ok());
+  Ready with_b = net.raft(1).GetReady();
+  ASSERT_EQ(1u, with_b.entries.size());
+  std::vector<Message> acks;
+  for (Message& m : Filter(appends_of_a, MessageType::kAppend)) {
+    ASSERT_TRUE(net.raft(m.to).Step(m).ok());
+    for (Message& r : net.node(m.to).ProcessAllReadies()) acks.push_back(std::move(r));
+  }
+  for (Message& r : acks) ASSERT_TRUE(net.raft(1).Step(r).ok());
+  std::vector<Entry> taken = net.raft(1).TakeCommittedEntries(1 << 20);
+  ASSERT_EQ(1u, taken.size()) << "b is neither committed nor durable here";
+  EXPECT_EQ("a", taken[0].data);
+  EXPECT_TRUE(net.raft(1).TakeCommittedEntries(1 << 20).empty()) << "handed out once";
+  net.node(1).storage.Persist(with_b);
+  net.raft(1).Advance(with_b);
+  while (net.raft(1).HasReady()) {
+    Ready rd = net.raft(1).GetReady();
+    for (const Entry& e : rd.committed_entries) EXPECT_NE("a", e.data) << "handed out again";
+    net.node(1).storage.Persist(rd);
+    net.raft(1).Advance(rd);
+  }
+}
+
 TEST(ReadyContract, AdvancingTheWrongReadyAborts) {
   EXPECT_DEATH(
       {

@@ -358,6 +358,11 @@ TEST(RaftNodeCluster, IdleFollowerPersistsReceivedEntriesOnTheHandlerThread) {
       EXPECT_EQ(c.log(leader)->checksum(), c.log(id)->checksum()) << "node " << id;
       const std::string node = fmt::format("{{node=\"{}\"}}", id);
       const double on_handler = SeriesValue(c.metrics(id), "tx_raft_handler_readies_total" + node);
+      // One entry per acknowledgement: nothing to gather, so no batch is held.
+      EXPECT_EQ(0, SeriesValue(c.metrics(id), fmt::format("tx_raft_append_gathers_total{{node="
+                                                          "\"{}\",outcome=\"timed_out\"}}",
+                                                          id)))
+          << "node " << id;
       if (id == leader || !persist_on_handler) {
         EXPECT_EQ(0, on_handler) << "node " << id;
       } else {
@@ -394,6 +399,55 @@ TEST(RaftNodeCluster, FollowerWhoseSyncFailsOnTheHandlerThreadStopsAndTheOthersC
   // The failed write ran on the handler thread (no Ready runs after a storage failure).
   EXPECT_GT(SeriesValue(c.metrics(failing), handler_readies), before);
   EXPECT_TRUE(c.node(leader)->health().ok());
+}
+
+// GatherNextBatchLocked and QueueCommittedDuringPersistLocked, under proposers that each wait
+// for their last proposal before the next (the closed loop they are for): the leader holds a
+// follower's next batch after an acknowledgement of several entries, applies entries that
+// acknowledgements commit during its own write without waiting for the next Ready, and every
+// replica still applies the same entries in the same order. With max_append_gather zero it never
+// holds a batch.
+TEST(RaftNodeCluster, LeaderGathersBatchesAndAppliesEarlyUnderAClosedLoopOfProposers) {
+  for (bool gather : {true, false}) {
+    SCOPED_TRACE(gather);
+    Cluster c(3, [&](NodeOptions& o) {
+      o.max_append_gather = gather ? Clock::Duration(1ms) : Clock::Duration::zero();
+    });
+    NodeId leader = c.WaitForLeader();
+    ASSERT_NE(kNoNode, leader);
+    constexpr int kThreads = 8;
+    const int per_thread = 100 / kScale;
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < per_thread; ++i) {
+          if (!c.node(leader)->Propose(fmt::format("t{}-{}", t, i), 5s).status.ok()) ++failures;
+        }
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    ASSERT_EQ(0, failures.load()) << "the leader changed or a proposal failed";
+    const uint64_t want = c.log(leader)->size();
+    ASSERT_GE(want, static_cast<uint64_t>(kThreads * per_thread));
+    for (NodeId id : {1, 2, 3}) {
+      ASSERT_TRUE(PollUntil([&] { return c.log(id)->size() == want; })) << "node " << id;
+      EXPECT_EQ(c.log(leader)->checksum(), c.log(id)->checksum()) << "node " << id;
+    }
+    const std::string node = fmt::format("node=\"{}\"", leader);
+    const double gathers = SeriesValue(c.metrics(leader), "tx_raft_append_gathers_total{" + node +
+                                                              ",outcome=\"filled\"}") +
+                           SeriesValue(c.metrics(leader), "tx_raft_append_gathers_total{" + node +
+                                                              ",outcome=\"timed_out\"}");
+    if (gather) {
+      EXPECT_GT(gathers, 0);
+    } else {
+      EXPECT_EQ(0, gathers);
+    }
+    EXPECT_GT(SeriesValue(c.metrics(leader),
+                          "tx_raft_entries_applied_during_persist_total{" + node + "}"),
+              0);
+  }
 }
 
 TEST(RaftNodeCluster, FollowerRefusesProposalNamingTheLeaderAndItsAddress) {
