@@ -154,7 +154,16 @@ class RaftNode::Impl {
   // the loop (StepBatch). Requires mu_ (held through `lock`, released while persisting and
   // held again on return) and ready_running_ false. Returns false when Readies must stop:
   // the node is stopping or its storage failed (the waiters were then failed).
-  bool RunReadyLocked(std::unique_lock<std::mutex>& lock);
+  // noexcept: an exception half-way would leave ready_running_ set and the node silently stuck
+  // (a Thrift handler's exception is caught and answered); terminating is what the Ready loop
+  // thread would do anyway.
+  bool RunReadyLocked(std::unique_lock<std::mutex>& lock) noexcept;
+  // Whether the apply queue could take a Ready's committed entries without waiting.
+  bool ApplyQueueHasRoom() {
+    std::lock_guard alock(apply_mu_);
+    return apply_queue_bytes_ == 0 ||
+           apply_queue_bytes_ + kMaxCommittedBytesPerReady <= kMaxApplyQueueBytes;
+  }
   void ApplyLoop();
   void TickLoop();
 
@@ -571,6 +580,7 @@ void RaftNode::Impl::Stop() {
   ready_cv_.notify_all();
   state_cv_.notify_all();
   persisted_cv_.notify_all();
+  gather_cv_.notify_all();
   {
     // A handler running a Ready (StepBatch) may be waiting for room in the apply queue.
     std::lock_guard lock(apply_mu_);
@@ -610,7 +620,7 @@ void RaftNode::Impl::ReadyLoop() {
   }
 }
 
-bool RaftNode::Impl::RunReadyLocked(std::unique_lock<std::mutex>& lock) {
+bool RaftNode::Impl::RunReadyLocked(std::unique_lock<std::mutex>& lock) noexcept {
   TX_CHECK(!ready_running_, "two Readies at once");
   ready_running_ = true;
   Ready rd = raft_->GetReady();
@@ -1173,10 +1183,13 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
     const bool wait_durable = carried_entries && !leader;
     // Run the Ready here rather than hand it to the Ready loop and wait: the loop's wake-up and
     // ours afterwards are two context switches on every follower batch's path (and so on every
-    // commit's). Only when the loop is idle, and not for a snapshot, whose installation may take
-    // longer than the sender waits for its reply.
+    // commit's). Only when the loop is idle, not for a snapshot, whose installation may take
+    // longer than the sender waits for its reply, and only when the apply queue has room for
+    // the Ready's committed entries, so that the Ready cannot wait on the state machine. (A
+    // stalled fdatasync still delays the reply itself, past kMaxDeliverHold; the sender's
+    // receive timeout then fails the batch and Raft resends, as for a dead peer.)
     const bool run_here = wait_durable && !ready_running_ && !carried_snapshot &&
-                          options_.persist_on_handler && raft_->HasReady();
+                          options_.persist_on_handler && raft_->HasReady() && ApplyQueueHasRoom();
     if (!run_here) ready_cv_.notify_one();
     if (wait_durable) {
       // Hold the reply until the entries are durable here (the Ready that takes them starts
@@ -1218,14 +1231,17 @@ Status RaftNode::Impl::StepBatch(NodeId from, const std::string& from_address,
 
 void RaftNode::Impl::StepReplies(NodeId from, std::vector<Message> messages,
                                  std::chrono::nanoseconds round_trip) {
-  Index acked_to = 0;
-  for (const Message& m : messages) {
-    if (m.type == MessageType::kAppendResponse && !m.reject) acked_to = std::max(acked_to, m.index);
-  }
   bool leader = false;
   {
     std::unique_lock lock(mu_);
     if (!running_ || stopping_ || !failed_.ok()) return;
+    // What this reply acknowledges in the current term (before stepping consumes it).
+    Index acked_to = 0;
+    for (const Message& m : messages) {
+      if (m.type == MessageType::kAppendResponse && !m.reject && m.term == raft_->term()) {
+        acked_to = std::max(acked_to, m.index);
+      }
+    }
     Status first_error;
     (void)StepMessagesLocked(from, messages, &first_error);
     leader = raft_->role() == Role::kLeader;
@@ -1298,11 +1314,11 @@ void RaftNode::Impl::GatherNextBatchLocked(std::unique_lock<std::mutex>& lock, N
       std::chrono::duration_cast<std::chrono::nanoseconds>(options_.max_append_gather));
   const Index target = raft_->log().last_index() + acked;
   auto target_it = gather_targets_.insert(target);
-  const bool filled = gather_cv_.wait_until(lock, std::chrono::steady_clock::now() + window, [&] {
+  gather_cv_.wait_until(lock, std::chrono::steady_clock::now() + window, [&] {
     return stopping_ || raft_->role() != Role::kLeader || raft_->log().last_index() >= target;
   });
   gather_targets_.erase(target_it);
-  (filled ? gathers_filled_ : gathers_timed_out_)->Increment();
+  (raft_->log().last_index() >= target ? gathers_filled_ : gathers_timed_out_)->Increment();
 }
 
 // ---------------------------------------------------------------------------------------------

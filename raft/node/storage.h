@@ -23,7 +23,8 @@
 // it belong to a log the snapshot replaced and are truncated. Damaged files are Corruption with
 // the file named; nothing is silently dropped except what the crash rules above allow.
 //
-// Thread-safety: Persist() is called by one thread at a time (the Ready loop); SaveSnapshot()
+// Thread-safety: Persist() is called by one thread at a time (whoever runs the node's Ready:
+// the Ready loop, or a follower's RPC handler; see RunReadyLocked in node.cc); SaveSnapshot()
 // (the apply thread) may run concurrently with it. Snapshot writes serialize on snapshot_mu_
 // and never replace a snapshot with an older one.
 

@@ -663,7 +663,7 @@ RunFn Setup(CLI::App* cmd) {
   cmd->add_option("--append-gather-us", o->append_gather_us,
                   "longest a leader holds a follower's next batch to gather the proposals that "
                   "come back after a commit (0: never)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}));
+      ->check(CLI::Range(int64_t{0}, int64_t{10'000}));
   cmd->add_option("--client-port", o->client_port,
                   "true: proposers call the replicas' epoll client ports (no thread per waiting "
                   "call); false: the Raft port's thread-per-connection server");

@@ -578,7 +578,7 @@ int main(int argc, char** argv) {
   app.add_option("--append-gather-us", append_gather_us,
                  "longest a leader holds a follower's next batch to gather the proposals that "
                  "come back after a commit (NodeOptions::max_append_gather; 0: never)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}));
+      ->check(CLI::Range(int64_t{0}, int64_t{10'000}));
   app.add_option("--client-listen", client_listen,
                  "HOST:PORT where RaftExample alone is also served by an epoll server whose "
                  "calls hold no thread while they wait (off if empty)");
