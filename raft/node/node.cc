@@ -158,11 +158,21 @@ class RaftNode::Impl {
   // (a Thrift handler's exception is caught and answered); terminating is what the Ready loop
   // thread would do anyway.
   bool RunReadyLocked(std::unique_lock<std::mutex>& lock) noexcept;
+  // Requires apply_mu_. Whether a task of `bytes` may join the apply queue now (an empty queue
+  // takes any task, so that one larger than the bound still goes through).
+  bool ApplyQueueFitsLocked(uint64_t bytes) const {
+    return apply_queue_bytes_ == 0 || apply_queue_bytes_ + bytes <= kMaxApplyQueueBytes;
+  }
   // Whether the apply queue could take a Ready's committed entries without waiting.
   bool ApplyQueueHasRoom() {
     std::lock_guard alock(apply_mu_);
-    return apply_queue_bytes_ == 0 ||
-           apply_queue_bytes_ + kMaxCommittedBytesPerReady <= kMaxApplyQueueBytes;
+    return ApplyQueueFitsLocked(kMaxCommittedBytesPerReady);
+  }
+  // Requires apply_mu_. Appends the task to the apply queue and wakes the apply thread.
+  void EnqueueApplyTaskLocked(ApplyTask task) {
+    apply_queue_bytes_ += task.bytes;
+    apply_queue_.push_back(std::move(task));
+    apply_cv_.notify_one();
   }
   void ApplyLoop();
   void TickLoop();
@@ -180,7 +190,8 @@ class RaftNode::Impl {
   size_t StepMessagesLocked(NodeId from, std::vector<Message>& messages, Status* first_error);
   // Leader, on `from`'s sender thread, after `from` acknowledged entries up to `acked_to` in the
   // reply to a batch that took `round_trip`: holds that sender until as many new entries have
-  // been proposed as this acknowledgement newly covered, for at most the round trip and at most
+  // been proposed as there are proposals still waiting here among the newly acknowledged
+  // entries (at least two), for at most kAppendGatherRoundTrips round trips and at most
   // max_append_gather (NodeOptions). Without it, under a closed loop of proposers the
   // proposals split into two cohorts that take turns: those just committed come back only
   // after the next batch has left with the others, so each batch carries half of them and each
@@ -235,8 +246,8 @@ class RaftNode::Impl {
   Counter* snapshots_created_ = nullptr;
   Counter* snapshots_installed_ = nullptr;
   Counter* handler_readies_ = nullptr;
-  Counter* gathers_filled_ = nullptr;
   Counter* early_applies_ = nullptr;
+  Counter* gathers_filled_ = nullptr;
   Counter* gathers_timed_out_ = nullptr;
   Histogram* fsync_seconds_ = nullptr;
   Histogram* commit_seconds_ = nullptr;
@@ -625,7 +636,6 @@ bool RaftNode::Impl::RunReadyLocked(std::unique_lock<std::mutex>& lock) noexcept
   ready_running_ = true;
   Ready rd = raft_->GetReady();
   ++readies_started_;
-  ready_apply_task_queued_ = false;
   if (rd.soft_state.has_value()) {
     spdlog::info("raft node {}: {} in term {} (leader: {})", options_.id,
                  RoleName(rd.soft_state->role), raft_->term(), rd.soft_state->leader);
@@ -640,6 +650,9 @@ bool RaftNode::Impl::RunReadyLocked(std::unique_lock<std::mutex>& lock) noexcept
     leading_term_ = 0;
   }
   term_gauge_->Set(static_cast<double>(raft_->term()));
+  const bool has_apply_task = lost_leadership.has_value() || rd.snapshot.has_value() ||
+                              !rd.committed_entries.empty() || !rd.read_states.empty();
+  ready_apply_task_queued_ = !has_apply_task;
   // 1. The leader's replication traffic goes out now, in parallel with its own write.
   transport_->Send(std::move(rd.messages));
   lock.unlock();
@@ -653,26 +666,22 @@ bool RaftNode::Impl::RunReadyLocked(std::unique_lock<std::mutex>& lock) noexcept
   task.read_states = std::move(rd.read_states);
   task.bytes =
       EntriesBytes(task.entries) + (task.snapshot.has_value() ? task.snapshot->data->size() : 0);
-  if (task.lost_leadership.has_value() || task.snapshot.has_value() || !task.entries.empty() ||
-      !task.read_states.empty()) {
+  if (has_apply_task) {
     std::unique_lock alock(apply_mu_);
-    apply_space_cv_.wait(alock, [&] {
-      return stop_requested_.load() || apply_queue_bytes_ == 0 ||
-             apply_queue_bytes_ + task.bytes <= kMaxApplyQueueBytes;
-    });
+    apply_space_cv_.wait(
+        alock, [&] { return stop_requested_.load() || ApplyQueueFitsLocked(task.bytes); });
     if (stop_requested_.load()) {
       alock.unlock();
       lock.lock();
       ready_running_ = false;  // stopping: this Ready is abandoned, nothing runs another
       return false;
     }
-    apply_queue_bytes_ += task.bytes;
-    apply_queue_.push_back(std::move(task));
-    apply_cv_.notify_one();
+    EnqueueApplyTaskLocked(std::move(task));
+    alock.unlock();
+    lock.lock();
+    ready_apply_task_queued_ = true;
+    lock.unlock();
   }
-  lock.lock();
-  ready_apply_task_queued_ = true;
-  lock.unlock();
 
   // 2. Persist: snapshot, truncation, entries (one WAL write + fdatasync), hard state.
   Status s;
@@ -1270,9 +1279,7 @@ void RaftNode::Impl::QueueCommittedDuringPersistLocked() {
   if (task.entries.empty()) return;
   task.bytes = EntriesBytes(task.entries);
   early_applies_->Increment(task.entries.size());
-  apply_queue_bytes_ += task.bytes;
-  apply_queue_.push_back(std::move(task));
-  apply_cv_.notify_one();
+  EnqueueApplyTaskLocked(std::move(task));
 }
 
 // How long, in round trips of the link, a leader may hold a follower's next batch: an entry
@@ -1308,11 +1315,10 @@ void RaftNode::Impl::GatherNextBatchLocked(std::unique_lock<std::mutex>& lock, N
   // Fewer than two: no concurrency to gather (a lone proposer comes back to an idle link, and
   // its next entry leaves at once).
   if (waiting < 2) return;
-  const uint64_t acked = waiting;
   const auto window = std::min<std::chrono::nanoseconds>(
       kAppendGatherRoundTrips * round_trip,
       std::chrono::duration_cast<std::chrono::nanoseconds>(options_.max_append_gather));
-  const Index target = raft_->log().last_index() + acked;
+  const Index target = raft_->log().last_index() + waiting;
   auto target_it = gather_targets_.insert(target);
   gather_cv_.wait_until(lock, std::chrono::steady_clock::now() + window, [&] {
     return stopping_ || raft_->role() != Role::kLeader || raft_->log().last_index() >= target;

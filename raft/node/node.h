@@ -178,10 +178,10 @@ struct NodeOptions {
   // progress, instead of waking the Ready loop and waiting to be woken back. false only to
   // measure the difference (txbench raft --persist-on-handler false).
   bool persist_on_handler = true;
-  // When a follower acknowledges a batch of more than one entry, the leader holds that
-  // follower's next batch until as many new entries have been proposed as it acknowledged
-  // (proposers that were waiting on those entries come back), for at most the batch's round
-  // trip and at most this long. Trades up to that much latency at moderate load for batches
+  // When a follower acknowledges entries for which at least two proposals still wait on the
+  // leader, the leader holds that follower's next batch until as many new entries have been
+  // proposed (the proposers that were waiting come back), for at most two round trips of the
+  // link and at most this long. Trades up to that much latency at moderate load for batches
   // that carry every proposer in a closed loop instead of half of them. Zero: never hold.
   Clock::Duration max_append_gather = std::chrono::milliseconds(1);
 

@@ -528,17 +528,16 @@ void PrintStats(uint64_t id) {
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
   auto seconds = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
-  std::fprintf(
-      stderr,
-      "replica %llu: %.0f WAL syncs (%.2f entries each, mean %.0f us; %.0f Readies run by "
-      "RPC handlers); %.0f batches sent "
-      "(%.1f messages each, %.0f messages back in replies; %.0f gathered in full, %.0f cut "
-      "short); %.0f proposals applied here, "
-      "mean propose-to-apply %.0f us; CPU %.2f s user + %.2f s system\n",
-      static_cast<unsigned long long>(id), fsyncs, fsyncs > 0 ? entries / fsyncs : 0,
-      fsyncs > 0 ? 1e6 * fsync_s / fsyncs : 0, handler_readies, batches,
-      batches > 0 ? messages / batches : 0, in_replies, gathers_filled, gathers_timed_out, commits,
-      commits > 0 ? 1e6 * commit_s / commits : 0, seconds(usage.ru_utime), seconds(usage.ru_stime));
+  std::fprintf(stderr,
+               "replica %llu: %.0f WAL syncs (%.2f entries each, mean %.0f us; %.0f Readies run "
+               "by RPC handlers); %.0f batches sent (%.1f messages each, %.0f messages back in "
+               "replies; %.0f gathered in full, %.0f cut short); %.0f proposals applied here, "
+               "mean propose-to-apply %.0f us; CPU %.2f s user + %.2f s system\n",
+               static_cast<unsigned long long>(id), fsyncs, fsyncs > 0 ? entries / fsyncs : 0,
+               fsyncs > 0 ? 1e6 * fsync_s / fsyncs : 0, handler_readies, batches,
+               batches > 0 ? messages / batches : 0, in_replies, gathers_filled, gathers_timed_out,
+               commits, commits > 0 ? 1e6 * commit_s / commits : 0, seconds(usage.ru_utime),
+               seconds(usage.ru_stime));
 }
 
 }  // namespace

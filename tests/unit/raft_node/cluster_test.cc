@@ -231,6 +231,19 @@ double SeriesValue(MetricsRegistry* registry, const std::string& series) {
   return std::stod(text.substr(at + series.size() + 2));
 }
 
+// Proposes "<prefix>-0" ... "<prefix>-<count - 1>" on `leader`, each once the previous one is
+// committed and applied there.
+::testing::AssertionResult ProposeOneAtATime(Cluster& c, NodeId leader, const std::string& prefix,
+                                             int count) {
+  for (int i = 0; i < count; ++i) {
+    ProposalResult r = c.node(leader)->Propose(fmt::format("{}-{}", prefix, i), 5s);
+    if (!r.status.ok()) {
+      return ::testing::AssertionFailure() << prefix << "-" << i << ": " << r.status.ToString();
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 TEST(RaftNodeCluster, ElectsOneLeaderAndAppliesProposalsFromManyThreadsInOneOrder) {
   Cluster c(3);
   ASSERT_NE(kNoNode, c.WaitForLeader());
@@ -320,10 +333,7 @@ TEST(RaftNodeCluster, FollowersAcknowledgeEntriesInTheReplyToTheBatchThatCarried
     NodeId leader = c.WaitForLeader();
     ASSERT_NE(kNoNode, leader);
     // One at a time: each commit needs a follower's acknowledgement of its own batch.
-    for (int i = 0; i < 30; ++i) {
-      ProposalResult r = c.node(leader)->Propose(fmt::format("item-{}", i), 5s);
-      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
-    }
+    ASSERT_TRUE(ProposeOneAtATime(c, leader, "item", 30));
     const std::string node = fmt::format("{{node=\"{}\"}}", leader);
     double in_replies = SeriesValue(c.metrics(leader), "tx_raft_reply_messages_total" + node);
     if (acks_in_replies) {
@@ -347,15 +357,11 @@ TEST(RaftNodeCluster, IdleFollowerPersistsReceivedEntriesOnTheHandlerThread) {
     ASSERT_NE(kNoNode, leader);
     constexpr int kItems = 30;
     // One at a time, so each batch finds its follower's Ready loop idle.
-    for (int i = 0; i < kItems; ++i) {
-      ProposalResult r = c.node(leader)->Propose(fmt::format("item-{}", i), 5s);
-      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
-    }
+    ASSERT_TRUE(ProposeOneAtATime(c, leader, "item", kItems));
     const uint64_t want = c.log(leader)->size();
     ASSERT_GE(want, static_cast<uint64_t>(kItems));
+    ASSERT_TRUE(c.WaitConverged({1, 2, 3}, want));
     for (NodeId id : {1, 2, 3}) {
-      ASSERT_TRUE(PollUntil([&] { return c.log(id)->size() == want; })) << "node " << id;
-      EXPECT_EQ(c.log(leader)->checksum(), c.log(id)->checksum()) << "node " << id;
       const std::string node = fmt::format("{{node=\"{}\"}}", id);
       const double on_handler = SeriesValue(c.metrics(id), "tx_raft_handler_readies_total" + node);
       // One entry per acknowledgement: nothing to gather, so no batch is held.
@@ -392,16 +398,13 @@ TEST(RaftNodeCluster, FollowerWhoseSyncFailsOnTheHandlerThreadStopsAndTheOthersC
     ASSERT_TRUE(c.node(leader)->Propose("before", 5s).status.ok());
     const NodeId failing = leader == 1 ? 2 : 1;
     // Let the follower apply "before" first: its commit-only Ready is then over.
-    ASSERT_TRUE(PollUntil([&] { return c.log(failing)->size() == c.log(leader)->size(); }));
+    ASSERT_TRUE(c.WaitConverged({leader, failing}, c.log(leader)->size()));
     const std::string node = fmt::format("{{node=\"{}\"}}", failing);
     const std::string handler_readies = "tx_raft_handler_readies_total" + node;
     const double before = SeriesValue(c.metrics(failing), handler_readies);
     fs.at(failing)->FailOperation(FaultInjectionFileSystem::Op::kSync,
                                   Status::IOError("injected: fdatasync failed"));
-    for (int i = 0; i < 10; ++i) {
-      ProposalResult r = c.node(leader)->Propose(fmt::format("after-{}", i), 5s);
-      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
-    }
+    ASSERT_TRUE(ProposeOneAtATime(c, leader, "after", 10));
     ASSERT_TRUE(PollUntil([&] { return !c.node(failing)->health().ok(); }));
     EXPECT_NE(std::string::npos, c.node(failing)->health().message().find("injected"))
         << c.node(failing)->health().ToString();
@@ -442,10 +445,7 @@ TEST(RaftNodeCluster, LeaderGathersBatchesAndAppliesEarlyUnderAClosedLoopOfPropo
     ASSERT_EQ(0, failures.load()) << "the leader changed or a proposal failed";
     const uint64_t want = c.log(leader)->size();
     ASSERT_GE(want, static_cast<uint64_t>(kThreads * per_thread));
-    for (NodeId id : {1, 2, 3}) {
-      ASSERT_TRUE(PollUntil([&] { return c.log(id)->size() == want; })) << "node " << id;
-      EXPECT_EQ(c.log(leader)->checksum(), c.log(id)->checksum()) << "node " << id;
-    }
+    ASSERT_TRUE(c.WaitConverged({1, 2, 3}, want));
     const std::string node = fmt::format("node=\"{}\"", leader);
     const double gathers = SeriesValue(c.metrics(leader), "tx_raft_append_gathers_total{" + node +
                                                               ",outcome=\"filled\"}") +
