@@ -236,6 +236,7 @@ Result RunWalAsync(const std::string& dir, size_t record_bytes, int appenders, d
         if (!stopping.load() || s.code() != tx::Status::Code::kCancelled) {
           std::fprintf(stderr, "durable: %s\n", s.ToString().c_str());
           failed = true;
+          ready_cv.notify_one();
         }
         return;
       }
