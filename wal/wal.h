@@ -9,9 +9,9 @@
 // Group commit: any number of threads may append and wait concurrently; all records appended
 // while one fdatasync runs are made durable together by the next one, so N waiting appenders
 // share about one fdatasync instead of paying N. A caller with many records in flight (a server
-// with many requests) gets the most from it through OnDurable. A thread blocked in WaitDurable
-// costs a sleep and a wake-up per record; with 64 appenders on two CPUs that came to 5.5 us of
-// CPU per record, against 1.7 us through OnDurable (wal_bench, docs/benchmarks.md).
+// with many requests) gets the most from it through OnDurable: a thread blocked in WaitDurable
+// costs a sleep and a wake-up per record, which on few CPUs can cost more than the log itself
+// (figures in docs/benchmarks.md, "Write-ahead log").
 //
 // Files: segment files "<first index, 16 hex digits>.wal" and a LOCK file (one process per
 // directory). A segment is closed (synced) and a new one created once it would grow past
